@@ -59,6 +59,18 @@ std::string Manifests(int i) {
          ip2 + "}\n---\n";
 }
 
+double CurrentRssMb() {
+  FILE* f = std::fopen("/proc/self/statm", "r");
+  long pages = 0, resident = 0;
+  if (f != nullptr) {
+    if (std::fscanf(f, "%ld %ld", &pages, &resident) != 2) {
+      resident = 0;
+    }
+    std::fclose(f);
+  }
+  return static_cast<double>(resident) * 4096.0 / (1024.0 * 1024.0);
+}
+
 double Ms(std::chrono::steady_clock::duration d) {
   return std::chrono::duration<double, std::milli>(d).count();
 }
@@ -80,8 +92,13 @@ int main(int argc, char** argv) {
   }
   auto t0 = std::chrono::steady_clock::now();
   auto decoded = skiff::api::DecodeDocuments(text, "bench");
+  text.clear();
+  text.shrink_to_fit();
+  double rss_inputs = CurrentRssMb();  // the decoded objects the store would hold
   auto t1 = std::chrono::steady_clock::now();
-  skiff::translate::Translator translator(decoded.objects);
+  size_t objects = decoded.objects.size();
+  skiff::translate::Translator translator(std::move(decoded.objects));
+  auto t_index = std::chrono::steady_clock::now();
   skiff::translate::ProxyGroup group;
   group.labels = {{"istio", "ingressgateway"}};
   auto snapshot = translator.Build(group);
@@ -95,9 +112,11 @@ int main(int argc, char** argv) {
     }
   }
   std::printf(
-      "virtualservices=%d objects=%zu decode_ms=%.1f translate_ms=%.1f peak_rss_mb=%.1f "
+      "virtualservices=%d objects=%zu decode_ms=%.1f translate_ms=%.1f (index+status %.1f, "
+      "snapshot %.1f) rss_inputs_mb=%.1f rss_after_mb=%.1f peak_rss_mb=%.1f "
       "vhosts=%d routes=%zu clusters=%d statuses=%zu\n",
-      n, decoded.objects.size(), Ms(t1 - t0), Ms(t2 - t1), ru.ru_maxrss / 1024.0,
+      n, objects, Ms(t1 - t0), Ms(t2 - t1), Ms(t_index - t1), Ms(t2 - t_index), rss_inputs,
+      CurrentRssMb(), ru.ru_maxrss / 1024.0,
       snapshot.route_tables_size() ? snapshot.route_tables(0).virtual_hosts_size() : 0, routes,
       snapshot.clusters_size(), translator.Statuses().size());
   return 0;

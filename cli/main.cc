@@ -150,7 +150,7 @@ int Translate(const std::vector<std::string>& args) {
   for (const auto& e : loaded.errors) {
     std::cerr << "error: " << e.Format() << "\n";
   }
-  skiff::translate::Translator translator(loaded.objects);
+  skiff::translate::Translator translator(std::move(loaded.objects));
   if (status) {
     std::cout << skiff::translate::StatusesToJson(translator.Statuses());
   } else {

@@ -2,7 +2,8 @@
 
 #include <yaml-cpp/yaml.h>
 
-#include <regex>
+#include <cctype>
+#include <optional>
 #include <stdexcept>
 
 #include "common/strings.h"
@@ -80,15 +81,78 @@ bool IsSupportedKind(std::string_view api_version, std::string_view kind, Kind* 
 
 namespace {
 
+bool IsDigits(std::string_view s) {
+  return !s.empty() && s.find_first_not_of("0123456789") == std::string_view::npos;
+}
+
+// YAML 1.2 core schema integers: [-+]?(0|[1-9][0-9]*), 0x..., 0o...
+std::optional<nlohmann::json> ParseYamlInt(std::string_view s) {
+  std::string_view body = s;
+  if (!body.empty() && (body[0] == '-' || body[0] == '+')) {
+    body.remove_prefix(1);
+  }
+  int base = 10;
+  if (s.size() > 2 && s[0] == '0' && (s[1] == 'x' || s[1] == 'o')) {
+    base = s[1] == 'x' ? 16 : 8;
+    body = s.substr(2);
+    bool ok = !body.empty();
+    for (char c : body) {
+      ok = ok && (base == 16 ? std::isxdigit(static_cast<unsigned char>(c)) != 0
+                             : (c >= '0' && c <= '7'));
+    }
+    if (!ok) {
+      return std::nullopt;
+    }
+  } else if (!IsDigits(body) || (body.size() > 1 && body[0] == '0')) {
+    return std::nullopt;
+  }
+  try {
+    return nlohmann::json(std::stoll(std::string(base == 10 ? s : body), nullptr, base));
+  } catch (const std::out_of_range&) {
+    return std::nullopt;
+  }
+}
+
+// [-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?
+bool IsYamlFloat(std::string_view s) {
+  size_t i = 0;
+  if (i < s.size() && (s[i] == '-' || s[i] == '+')) {
+    ++i;
+  }
+  size_t int_digits = 0;
+  while (i < s.size() && std::isdigit(static_cast<unsigned char>(s[i]))) {
+    ++i;
+    ++int_digits;
+  }
+  size_t frac_digits = 0;
+  if (i < s.size() && s[i] == '.') {
+    ++i;
+    while (i < s.size() && std::isdigit(static_cast<unsigned char>(s[i]))) {
+      ++i;
+      ++frac_digits;
+    }
+  }
+  if (int_digits == 0 && frac_digits == 0) {
+    return false;
+  }
+  if (i < s.size() && (s[i] == 'e' || s[i] == 'E')) {
+    ++i;
+    if (i < s.size() && (s[i] == '-' || s[i] == '+')) {
+      ++i;
+    }
+    if (!IsDigits(s.substr(i))) {
+      return false;
+    }
+    i = s.size();
+  }
+  return i == s.size();
+}
+
 nlohmann::json ScalarToJson(const YAML::Node& node) {
   const std::string& s = node.Scalar();
   if (node.Tag() != "?") {  // quoted or explicitly tagged: a string
     return s;
   }
-  static const std::regex kInt(R"(^[-+]?(0|[1-9][0-9]*)$)");
-  static const std::regex kHex(R"(^0x[0-9a-fA-F]+$)");
-  static const std::regex kOct(R"(^0o[0-7]+$)");
-  static const std::regex kFloat(R"(^[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?$)");
   if (s.empty() || s == "~" || s == "null" || s == "Null" || s == "NULL") {
     return nullptr;
   }
@@ -98,21 +162,19 @@ nlohmann::json ScalarToJson(const YAML::Node& node) {
   if (s == "false" || s == "False" || s == "FALSE") {
     return false;
   }
-  try {
-    if (std::regex_match(s, kInt)) {
-      return std::stoll(s);
-    }
-    if (std::regex_match(s, kHex)) {
-      return std::stoll(s.substr(2), nullptr, 16);
-    }
-    if (std::regex_match(s, kOct)) {
-      return std::stoll(s.substr(2), nullptr, 8);
-    }
-    if (std::regex_match(s, kFloat)) {
+  char c = s[0];
+  if (!(std::isdigit(static_cast<unsigned char>(c)) || c == '-' || c == '+' || c == '.')) {
+    return s;
+  }
+  if (auto i = ParseYamlInt(s)) {
+    return *i;
+  }
+  if (IsYamlFloat(s)) {
+    try {
       return std::stod(s);
+    } catch (const std::out_of_range&) {
+      return s;  // keep the text; the field reader reports the type
     }
-  } catch (const std::out_of_range&) {
-    return s;  // too large for a number: keep the text; the field reader reports it
   }
   return s;
 }
@@ -204,14 +266,18 @@ bool Blank(std::string_view text) {
 
 }  // namespace
 
-nlohmann::json YamlToJson(std::string_view text) {
+namespace {
+nlohmann::json YamlToJsonAt(std::string_view text, int first_line) {
   try {
     return NodeToJson(YAML::Load(std::string(text)));
   } catch (const YAML::Exception& e) {
-    throw std::runtime_error("line " + std::to_string(e.mark.line + 1) + ", column " +
+    throw std::runtime_error("line " + std::to_string(first_line + e.mark.line + 1) + ", column " +
                              std::to_string(e.mark.column + 1) + ": " + e.msg);
   }
 }
+}  // namespace
+
+nlohmann::json YamlToJson(std::string_view text) { return YamlToJsonAt(text, 0); }
 
 DecodeResult DecodeDocuments(std::string_view text, const std::string& source) {
   DecodeResult result;
@@ -225,8 +291,7 @@ DecodeResult DecodeDocuments(std::string_view text, const std::string& source) {
     std::string origin = source + " document " + std::to_string(index);
     nlohmann::json j;
     try {
-      // Pad with blank lines so positions reported by the parser are file positions.
-      j = YamlToJson(std::string(static_cast<size_t>(doc.first_line), '\n') + doc.text);
+      j = YamlToJsonAt(doc.text, doc.first_line);  // positions are file positions
     } catch (const std::exception& e) {
       result.errors.push_back({origin, e.what()});
       continue;

@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 #include <set>
 #include <tuple>
+#include <unordered_map>
 
 #include "common/strings.h"
 
@@ -16,7 +17,13 @@ using api::Object;
 
 namespace {
 
-using NsName = std::pair<std::string, std::string>;
+// Keys that point into the translator's own copy of the objects (which never moves).
+using NsNameView = std::pair<std::string_view, std::string_view>;
+struct NsNameHash {
+  size_t operator()(const NsNameView& k) const {
+    return std::hash<std::string_view>()(k.first) * 31 + std::hash<std::string_view>()(k.second);
+  }
+};
 
 void SetDuration(google::protobuf::Duration* out, api::Duration d) {
   out->set_seconds(d.count() / 1000000000);
@@ -167,20 +174,23 @@ bool ResourceStatus::Accepted() const {
 
 class Index {
  public:
-  explicit Index(const std::vector<Object>& objects) {
-    // Keep our own copy so that the translator has no lifetime ties to the caller.
-    std::set<std::tuple<int, std::string, std::string>> seen;
-    for (const auto& o : objects) {
-      if (!seen.insert({static_cast<int>(o.kind), o.meta.namespace_, o.meta.name}).second) {
-        continue;  // a duplicate key: the store never holds two, keep the first
-      }
-      owned.push_back(o);
+  explicit Index(std::vector<Object> objects) : owned(std::move(objects)) {
+    // A duplicate key (the store never holds two) keeps the first.
+    std::set<std::tuple<Kind, std::string_view, std::string_view>> seen;
+    std::vector<bool> skip(owned.size(), false);
+    for (size_t i = 0; i < owned.size(); ++i) {
+      const auto& o = owned[i];
+      skip[i] = !seen.insert({o.kind, o.meta.namespace_, o.meta.name}).second;
     }
     auto order = [](const Object* a, const Object* b) {
       return std::tie(a->meta.creation_timestamp, a->meta.namespace_, a->meta.name) <
              std::tie(b->meta.creation_timestamp, b->meta.namespace_, b->meta.name);
     };
-    for (const auto& o : owned) {
+    for (size_t i = 0; i < owned.size(); ++i) {
+      if (skip[i]) {
+        continue;
+      }
+      const Object& o = owned[i];
       switch (o.kind) {
         case Kind::kGateway:
           all_istio.push_back(&o);
@@ -203,7 +213,7 @@ class Index {
           break;
         case Kind::kService:
           if (o.Valid()) {
-            services[o.meta.name + "." + o.meta.namespace_ + "." + kDomainSuffix] = &o;
+            services.emplace(o.meta.name + "." + o.meta.namespace_ + "." + kDomainSuffix, &o);
           }
           break;
         case Kind::kEndpointSlice:
@@ -228,6 +238,9 @@ class Index {
         shadowed_drs[dr] = it->second;
       }
     }
+    for (const auto& [fqdn, svc] : services) {
+      service_lookup.emplace(fqdn, svc);
+    }
     for (auto& [key, list] : slices) {
       std::sort(list.begin(), list.end(),
                 [](const Object* a, const Object* b) { return a->meta.name < b->meta.name; });
@@ -235,8 +248,8 @@ class Index {
   }
 
   [[nodiscard]] const Object* Service(const std::string& fqdn) const {
-    auto it = services.find(fqdn);
-    return it == services.end() ? nullptr : it->second;
+    auto it = service_lookup.find(fqdn);
+    return it == service_lookup.end() ? nullptr : it->second;
   }
   [[nodiscard]] const Object* DestinationRuleFor(const std::string& fqdn) const {
     auto it = dr_by_host.find(fqdn);
@@ -296,8 +309,9 @@ class Index {
   std::vector<const Object*> gateways, virtual_services, destination_rules;
   std::map<std::string, const Object*> gateway_by_key;
   std::map<std::string, const Object*> services;
-  std::map<NsName, std::vector<const Object*>> slices;
-  std::map<NsName, const Object*> pods;
+  std::unordered_map<NsNameView, std::vector<const Object*>, NsNameHash> slices;
+  std::unordered_map<NsNameView, const Object*, NsNameHash> pods;
+  std::unordered_map<std::string_view, const Object*> service_lookup;
   std::map<std::string, const Object*> dr_by_host;
   std::map<const Object*, const Object*> shadowed_drs;
 };
@@ -1012,8 +1026,8 @@ class Builder {
 
 }  // namespace
 
-Translator::Translator(const std::vector<Object>& objects)
-    : index_(std::make_unique<Index>(objects)) {
+Translator::Translator(std::vector<Object> objects)
+    : index_(std::make_unique<Index>(std::move(objects))) {
   for (const Object* o : index_->all_istio) {
     statuses_.push_back(MakeStatus(*index_, *o));
   }

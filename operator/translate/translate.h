@@ -50,9 +50,9 @@ class Index;  // the objects, indexed and checked once for all proxy groups
 
 class Translator {
  public:
-  // Takes every object of the store. Objects with error-level messages are not translated;
-  // their problems show in Statuses().
-  explicit Translator(const std::vector<api::Object>& objects);
+  // Takes every object of the store (pass with std::move to avoid a copy). Objects with
+  // error-level messages are not translated; their problems show in Statuses().
+  explicit Translator(std::vector<api::Object> objects);
   ~Translator();
   Translator(const Translator&) = delete;
   Translator& operator=(const Translator&) = delete;
