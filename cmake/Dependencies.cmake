@@ -23,3 +23,12 @@ if(NOT TARGET yaml-cpp::yaml-cpp)
   add_library(yaml-cpp::yaml-cpp INTERFACE IMPORTED)
   set_target_properties(yaml-cpp::yaml-cpp PROPERTIES INTERFACE_LINK_LIBRARIES yaml-cpp)
 endif()
+
+# tcmalloc (Debian's gperftools) for the operator-side binaries: translation allocates
+# many small objects and glibc malloc spends most of its time consolidating. Not with
+# sanitizers, which bring their own allocator.
+add_library(skiff_malloc INTERFACE)
+if(NOT SKIFF_SANITIZE)
+  pkg_check_modules(TCMALLOC REQUIRED IMPORTED_TARGET libtcmalloc_minimal)
+  target_link_libraries(skiff_malloc INTERFACE PkgConfig::TCMALLOC)
+endif()
