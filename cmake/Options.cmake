@@ -13,6 +13,9 @@ option(SKIFF_BUILD_TESTS "Build the tests" ON)
 option(SKIFF_BUILD_BENCH "Build the benchmarks" ON)
 option(SKIFF_SANITIZE "Build with AddressSanitizer and UndefinedBehaviorSanitizer" OFF)
 option(SKIFF_WERROR "Treat warnings as errors" ON)
+# libFuzzer targets (tests/fuzz), clang only; tests/fuzz/run_fuzz.sh configures a separate
+# build with this ON and builds just the fuzz targets and their dependencies.
+option(SKIFF_FUZZ "Build the libFuzzer targets (requires clang)" OFF)
 
 find_program(CCACHE_PROGRAM ccache)
 if(CCACHE_PROGRAM)
@@ -25,10 +28,26 @@ if(SKIFF_SANITIZE)
   add_link_options(-fsanitize=address,undefined)
 endif()
 
+if(SKIFF_FUZZ)
+  if(NOT CMAKE_CXX_COMPILER_ID MATCHES "Clang")
+    message(FATAL_ERROR "SKIFF_FUZZ=ON needs clang (e.g. -DCMAKE_CXX_COMPILER=clang++)")
+  endif()
+  # Coverage instrumentation everywhere; only the fuzz executables link libFuzzer's main.
+  add_compile_options(-fsanitize=fuzzer-no-link,address,undefined -fno-omit-frame-pointer
+    -fno-sanitize-recover=undefined)
+  add_link_options(-fsanitize=address,undefined)
+endif()
+
 # Warnings for our own code only (generated protobuf code is compiled without them).
 add_library(skiff_warnings INTERFACE)
-target_compile_options(skiff_warnings INTERFACE -Wall -Wextra -Wpedantic -Wshadow=local
+target_compile_options(skiff_warnings INTERFACE -Wall -Wextra -Wpedantic
   -Wnon-virtual-dtor -Wcast-align -Wunused -Wnull-dereference -Wformat=2)
+if(CMAKE_CXX_COMPILER_ID STREQUAL "GNU")
+  target_compile_options(skiff_warnings INTERFACE -Wshadow=local)
+else()
+  # clang has no -Wshadow=local; its -Wshadow covers locals shadowing locals (and globals).
+  target_compile_options(skiff_warnings INTERFACE -Wshadow)
+endif()
 if(SKIFF_WERROR)
   target_compile_options(skiff_warnings INTERFACE -Werror)
 endif()

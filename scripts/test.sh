@@ -5,6 +5,7 @@
 #
 #   scripts/test.sh            everything
 #   SKIFF_SKIP_ASAN=1 ...      skip the sanitizer build (faster local iteration)
+#   SKIFF_SKIP_FUZZ=1 ...      skip the bounded libFuzzer run (SKIFF_FUZZ_SECONDS, default 60)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -46,6 +47,11 @@ if [ "${SKIFF_SKIP_ASAN:-0}" != "1" ]; then
   phase "tests (asan+ubsan)" env ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
     UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
     ctest --test-dir build/asan -j "$JOBS" --timeout 600 --label-exclude bench
+fi
+
+if [ "${SKIFF_SKIP_FUZZ:-0}" != "1" ]; then
+  phase "fuzz http parser (${SKIFF_FUZZ_SECONDS:-60}s)" \
+    tests/fuzz/run_fuzz.sh build/fuzz "${SKIFF_FUZZ_SECONDS:-60}"
 fi
 
 echo "Phase times:"
