@@ -1,21 +1,131 @@
 // skiff-proxy: the data-plane HTTP proxy.
+#include <google/protobuf/util/json_util.h>
+#include <signal.h>
 #include <spdlog/spdlog.h>
+#include <sys/stat.h>
 
+#include <charconv>
 #include <cstdlib>
+#include <ctime>
+#include <map>
+#include <memory>
 #include <string>
+#include <thread>
+#include <vector>
 
 #include "common/flags.h"
 #include "common/logging.h"
+#include "common/strings.h"
+#include "proxy/admin/admin_server.h"
 #include "proxy/config/bootstrap.h"
+#include "proxy/config/config.h"
+#include "proxy/server/worker.h"
+
+namespace {
+
+using skiff::proxy::Config;
+
+bool ParsePort(std::string_view s, uint32_t* out) {
+  uint32_t v = 0;
+  auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+  if (ec != std::errc() || p != s.data() + s.size() || v == 0 || v > 65535) {
+    return false;
+  }
+  *out = v;
+  return true;
+}
+
+struct Reloader {
+  std::string path;
+  std::map<uint32_t, uint32_t> port_map;
+  skiff::proxy::ConfigStore* store;
+  std::vector<std::unique_ptr<skiff::proxy::Worker>>* workers;
+  uint64_t version = 0;
+  timespec mtime{};
+
+  // Loads the file through the same validate-then-swap path the xDS client uses. An invalid
+  // file is rejected with a message and the old config keeps serving.
+  bool Load() {
+    struct stat st {};
+    if (::stat(path.c_str(), &st) == 0) {
+      mtime = st.st_mtim;
+    }
+    skiff::v1::Snapshot snapshot;
+    std::string error;
+    if (!skiff::proxy::LoadSnapshotFile(path, &snapshot, &error)) {
+      spdlog::error("rejected configuration: {}", error);
+      return false;
+    }
+    auto config = Config::Build(std::move(snapshot), port_map, version + 1, &error);
+    if (config == nullptr) {
+      spdlog::error("rejected configuration from {}: {}", path, error);
+      return false;
+    }
+    ++version;
+    store->Publish(std::move(config));
+    for (auto& w : *workers) {
+      w->Wake();
+    }
+    spdlog::info("configuration version {} from {} is active", version, path);
+    return true;
+  }
+
+  bool Changed() const {
+    struct stat st {};
+    if (::stat(path.c_str(), &st) != 0) {
+      return false;
+    }
+    return st.st_mtim.tv_sec != mtime.tv_sec || st.st_mtim.tv_nsec != mtime.tv_nsec;
+  }
+};
+
+}  // namespace
 
 int main(int argc, char** argv) {
   std::string log_level = "info";
   std::string bootstrap;
   bool check = false;
+  int64_t concurrency = std::thread::hardware_concurrency();
+  if (concurrency <= 0) {
+    concurrency = 1;
+  }
+  int64_t admin_port = 15000;
+  std::string admin_address = "127.0.0.1";
+  std::map<uint32_t, uint32_t> port_map;
+  skiff::proxy::ProxyOptions options;
+
   skiff::FlagSet flags("skiff-proxy", "The skiff data-plane HTTP proxy.");
   flags.AddString("bootstrap", &bootstrap,
-                  "load a snapshot (the JSON that `skiffctl translate` prints)", "FILE");
+                  "serve a snapshot (the JSON that `skiffctl translate` prints); SIGHUP or a "
+                  "change of the file reloads it",
+                  "FILE");
   flags.AddBool("check", &check, "only load and check the --bootstrap file, then exit");
+  flags.AddInt("concurrency", &concurrency, 1, 256, "worker threads (default: number of cores)");
+  flags.AddCustom(
+      "port-map",
+      [&port_map](std::string_view v) -> std::optional<std::string> {
+        for (const auto& pair : skiff::Split(v, ',')) {
+          auto eq = pair.find('=');
+          uint32_t from = 0;
+          uint32_t to = 0;
+          if (eq == std::string::npos || !ParsePort(pair.substr(0, eq), &from) ||
+              !ParsePort(pair.substr(eq + 1), &to)) {
+            return "expected PORT=LOCALPORT[,PORT=LOCALPORT...], e.g. 80=18080";
+          }
+          port_map[from] = to;
+        }
+        return std::nullopt;
+      },
+      "listen on LOCALPORT for listeners configured on PORT", "80=18080,...");
+  flags.AddInt("admin-port", &admin_port, 0, 65535, "admin port on 127.0.0.1 (default 15000)");
+  flags.AddString("admin-address", &admin_address, "admin address (default 127.0.0.1)", "ADDR");
+  flags.AddString("server-name", &options.server_name, "the server header (default skiff)", "NAME");
+  flags.AddDuration("request-header-timeout", &options.request_header_timeout,
+                    "time to receive a request head before 408 (default 10s)");
+  flags.AddDuration("idle-timeout", &options.idle_timeout,
+                    "close idle client connections after this (default 5m)");
+  flags.AddDuration("connect-timeout", &options.upstream_connect_timeout,
+                    "upstream connect timeout before 503 UF (default 10s)");
   skiff::AddLogLevelFlag(flags, &log_level);
   if (auto code = flags.Parse(argc, argv)) {
     return *code;
@@ -25,17 +135,128 @@ int main(int argc, char** argv) {
     spdlog::error("no configuration: pass --bootstrap FILE");
     return skiff::kExitUsage;
   }
-  skiff::v1::Snapshot snapshot;
-  std::string error;
-  if (!skiff::proxy::LoadSnapshotFile(bootstrap, &snapshot, &error)) {
-    spdlog::error("{}", error);
-    return EXIT_FAILURE;
-  }
-  spdlog::info("loaded {}: {} listeners, {} route tables, {} clusters", bootstrap,
-               snapshot.listeners_size(), snapshot.route_tables_size(), snapshot.clusters_size());
+
+  // Signals are handled by this thread only.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGHUP);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+
+  skiff::proxy::ConfigStore store;
+  std::vector<std::unique_ptr<skiff::proxy::Worker>> workers;
+  Reloader reloader{bootstrap, port_map, &store, &workers};
   if (check) {
+    skiff::v1::Snapshot snapshot;
+    std::string error;
+    if (!skiff::proxy::LoadSnapshotFile(bootstrap, &snapshot, &error) ||
+        Config::Build(std::move(snapshot), port_map, 1, &error) == nullptr) {
+      spdlog::error("{}", error);
+      return EXIT_FAILURE;
+    }
+    spdlog::info("{} is a valid configuration", bootstrap);
     return EXIT_SUCCESS;
   }
-  spdlog::error("serving traffic is not implemented in this build yet; use --check");
-  return EXIT_FAILURE;
+  if (!reloader.Load()) {
+    return EXIT_FAILURE;
+  }
+  for (int i = 0; i < concurrency; ++i) {
+    workers.push_back(std::make_unique<skiff::proxy::Worker>(i, options, &store));
+  }
+  for (auto& w : workers) {
+    w->Start();
+  }
+
+  skiff::proxy::AdminServer admin(
+      admin_address, static_cast<uint16_t>(admin_port),
+      [&](const std::string& path) -> skiff::proxy::AdminServer::Response {
+        skiff::proxy::AdminServer::Response r;
+        auto config = store.Get();
+        if (path == "/ready") {
+          bool ok = config != nullptr;
+          for (const auto& w : workers) {
+            ok = ok && w->last_error().empty();
+          }
+          r.status = ok ? 200 : 503;
+          r.body = ok ? "LIVE\n" : "NOT READY\n";
+        } else if (path == "/config_dump") {
+          std::string json;
+          google::protobuf::util::JsonPrintOptions o;
+          o.add_whitespace = true;
+          if (config != nullptr) {
+            (void)google::protobuf::util::MessageToJsonString(config->snapshot(), &json, o);
+          }
+          r.content_type = "application/json";
+          r.body = "{\"version\": " + std::to_string(config ? config->version() : 0) +
+                   ", \"snapshot\": " + (json.empty() ? "null" : json) + "}\n";
+        } else if (path == "/clusters") {
+          if (config != nullptr) {
+            for (const auto& c : config->snapshot().endpoints()) {
+              for (const auto& e : c.endpoints()) {
+                r.body += c.cluster_name() + "::" + e.address() + ":" + std::to_string(e.port()) +
+                          "::health_flags::" + (e.healthy() ? "healthy" : "/failed_eds_health") +
+                          "\n";
+              }
+            }
+          }
+        } else if (path == "/stats" || path == "/stats/prometheus") {
+          std::map<std::string, uint64_t> totals;
+          for (const auto& w : workers) {
+            const auto& s = w->stats();
+            auto add = [&](const char* name, const std::atomic<uint64_t>& v) {
+              totals[name] += v.load(std::memory_order_relaxed);
+            };
+            add("downstream_cx_total", s.downstream_cx_total);
+            add("downstream_cx_active", s.downstream_cx_active);
+            add("downstream_rq_total", s.downstream_rq_total);
+            add("downstream_rq_1xx", s.rq_1xx);
+            add("downstream_rq_2xx", s.rq_2xx);
+            add("downstream_rq_3xx", s.rq_3xx);
+            add("downstream_rq_4xx", s.rq_4xx);
+            add("downstream_rq_5xx", s.rq_5xx);
+            add("upstream_cx_total", s.upstream_cx_total);
+            add("upstream_cx_connect_fail", s.upstream_cx_connect_fail);
+            add("upstream_rq_pool_reused", s.upstream_rq_reused);
+            add("no_route", s.no_route);
+            add("no_healthy_upstream", s.no_healthy_upstream);
+          }
+          totals["config_version"] = config ? config->version() : 0;
+          bool prom = path == "/stats/prometheus";
+          for (const auto& [name, v] : totals) {
+            r.body += prom ? "skiff_" + name + " " + std::to_string(v) + "\n"
+                           : name + ": " + std::to_string(v) + "\n";
+          }
+        } else {
+          r.status = 404;
+          r.body = "not found: " + path + "\n";
+        }
+        return r;
+      });
+  std::string error;
+  if (!admin.Start(&error)) {
+    spdlog::error("admin: {}", error);
+    return EXIT_FAILURE;
+  }
+  spdlog::info("skiff-proxy serving with {} worker(s); admin on {}:{}", concurrency, admin_address,
+               admin.port());
+
+  while (true) {
+    timespec wait{1, 0};
+    int sig = sigtimedwait(&signals, nullptr, &wait);
+    if (sig == SIGINT || sig == SIGTERM) {
+      spdlog::info("stopping");
+      break;
+    }
+    if (sig == SIGHUP || reloader.Changed()) {
+      reloader.Load();
+    }
+  }
+  admin.Stop();
+  for (auto& w : workers) {
+    w->Stop();
+  }
+  workers.clear();
+  return EXIT_SUCCESS;
 }

@@ -10,6 +10,8 @@ PACKAGES=(
   libcpprest-dev nlohmann-json3-dev libgrpc++-dev libprotobuf-dev protobuf-compiler
   protobuf-compiler-grpc libspdlog-dev catch2 libre2-dev libyaml-cpp-dev libboost-dev libssl-dev
   libgoogle-perftools-dev
+  # test tools
+  wrk
 )
 
 missing=()

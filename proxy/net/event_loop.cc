@@ -1,0 +1,201 @@
+#include "proxy/net/event_loop.h"
+
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <stdexcept>
+#include <string>
+
+namespace skiff::net {
+
+// ---- timers ------------------------------------------------------------------------------
+
+void Timer::Cancel() {
+  if (wheel_ != nullptr) {
+    wheel_->Unlink(this);
+  }
+}
+
+TimerWheel::TimerWheel(Clock::time_point now) : origin_(now), slots_(kSlots, nullptr) {}
+
+TimerWheel::~TimerWheel() {
+  for (auto& head : slots_) {
+    while (head != nullptr) {
+      Unlink(head);
+    }
+  }
+}
+
+uint64_t TimerWheel::TickOf(Clock::time_point t) const {
+  auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(t - origin_).count();
+  return ms < 0 ? 0 : static_cast<uint64_t>(ms);
+}
+
+void TimerWheel::Unlink(Timer* t) {
+  if (t->prev_ != nullptr) {
+    t->prev_->next_ = t->next_;
+  } else {
+    slots_[t->expires_tick_ % kSlots] = t->next_;
+  }
+  if (t->next_ != nullptr) {
+    t->next_->prev_ = t->prev_;
+  }
+  t->prev_ = t->next_ = nullptr;
+  t->wheel_ = nullptr;
+  --count_;
+}
+
+void TimerWheel::Schedule(Timer* t, std::chrono::milliseconds delay, Clock::time_point now) {
+  t->Cancel();
+  uint64_t tick = TickOf(now) + static_cast<uint64_t>(delay.count() < 1 ? 1 : delay.count());
+  if (tick <= current_tick_) {
+    tick = current_tick_ + 1;
+  }
+  t->expires_tick_ = tick;
+  t->wheel_ = this;
+  Timer*& head = slots_[tick % kSlots];
+  t->prev_ = nullptr;
+  t->next_ = head;
+  if (head != nullptr) {
+    head->prev_ = t;
+  }
+  head = t;
+  ++count_;
+}
+
+void TimerWheel::Advance(Clock::time_point now) {
+  uint64_t target = TickOf(now);
+  std::vector<Timer*> due;
+  while (current_tick_ < target && count_ > 0) {
+    ++current_tick_;
+    for (Timer* t = slots_[current_tick_ % kSlots]; t != nullptr;) {
+      Timer* next = t->next_;
+      if (t->expires_tick_ <= current_tick_) {
+        Unlink(t);
+        due.push_back(t);
+      }
+      t = next;
+    }
+    // Fire after unlinking the slot so callbacks may re-arm or destroy other timers.
+    for (size_t i = 0; i < due.size(); ++i) {
+      Timer* t = due[i];
+      if (t->callback_) {
+        t->callback_();
+      }
+    }
+    due.clear();
+  }
+  if (count_ == 0) {
+    current_tick_ = target;
+  }
+}
+
+int TimerWheel::NextTimeoutMs() const {
+  if (count_ == 0) {
+    return -1;
+  }
+  // Scan ahead for the first non-empty slot (bounded by one turn of the wheel).
+  for (uint64_t i = 1; i <= kSlots; ++i) {
+    for (Timer* t = slots_[(current_tick_ + i) % kSlots]; t != nullptr; t = t->next_) {
+      if (t->expires_tick_ <= current_tick_ + i) {
+        return static_cast<int>(i);
+      }
+    }
+  }
+  return static_cast<int>(kSlots);
+}
+
+// ---- loop --------------------------------------------------------------------------------
+
+class EventLoop::Waker : public IoHandler {
+ public:
+  explicit Waker(int fd) : fd_(fd) {}
+  void OnEvents(uint32_t /*events*/) override {
+    uint64_t v;
+    while (::read(fd_, &v, sizeof v) > 0) {
+    }
+  }
+
+ private:
+  int fd_;
+};
+
+EventLoop::EventLoop() : now_(Clock::now()), wheel_(now_) {
+  epfd_ = ::epoll_create1(EPOLL_CLOEXEC);
+  wake_fd_ = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  if (epfd_ < 0 || wake_fd_ < 0) {
+    throw std::runtime_error(std::string("epoll/eventfd: ") + std::strerror(errno));
+  }
+  waker_ = std::make_unique<Waker>(wake_fd_);
+  Add(wake_fd_, EPOLLIN, waker_.get());
+}
+
+EventLoop::~EventLoop() {
+  ::close(wake_fd_);
+  ::close(epfd_);
+}
+
+void EventLoop::Add(int fd, uint32_t events, IoHandler* handler) {
+  epoll_event ev{};
+  ev.events = events;
+  ev.data.ptr = handler;
+  if (::epoll_ctl(epfd_, EPOLL_CTL_ADD, fd, &ev) != 0) {
+    throw std::runtime_error(std::string("epoll_ctl add: ") + std::strerror(errno));
+  }
+}
+
+void EventLoop::Modify(int fd, uint32_t events, IoHandler* handler) {
+  epoll_event ev{};
+  ev.events = events;
+  ev.data.ptr = handler;
+  ::epoll_ctl(epfd_, EPOLL_CTL_MOD, fd, &ev);
+}
+
+void EventLoop::Remove(int fd) { ::epoll_ctl(epfd_, EPOLL_CTL_DEL, fd, nullptr); }
+
+void EventLoop::Run(const std::function<void()>& on_iteration) {
+  running_ = true;
+  constexpr int kMaxEvents = 256;
+  epoll_event events[kMaxEvents];
+  while (running_) {
+    if (on_iteration) {
+      on_iteration();
+    }
+    int timeout = wheel_.NextTimeoutMs();
+    if (!deferred_.empty()) {
+      timeout = 0;
+    }
+    int n = ::epoll_wait(epfd_, events, kMaxEvents, timeout < 0 ? 1000 : timeout);
+    now_ = Clock::now();
+    for (int i = 0; i < n; ++i) {
+      static_cast<IoHandler*>(events[i].data.ptr)->OnEvents(events[i].events);
+    }
+    wheel_.Advance(now_);
+    RunDeferred();
+  }
+}
+
+void EventLoop::RunDeferred() {
+  while (!deferred_.empty()) {
+    auto fns = std::move(deferred_);
+    deferred_.clear();
+    for (auto& fn : fns) {
+      fn();
+    }
+  }
+}
+
+void EventLoop::Stop() {
+  running_ = false;
+  Wake();
+}
+
+void EventLoop::Wake() {
+  uint64_t one = 1;
+  ssize_t r = ::write(wake_fd_, &one, sizeof one);
+  (void)r;
+}
+
+}  // namespace skiff::net

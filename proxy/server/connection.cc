@@ -1,0 +1,1240 @@
+#include "proxy/server/connection.h"
+
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <charconv>
+#include <cstring>
+
+#include "proxy/net/socket.h"
+#include "proxy/server/worker.h"
+
+namespace skiff::proxy {
+
+namespace {
+
+constexpr size_t kReadChunk = 64 * 1024;
+
+bool IEquals(std::string_view a, std::string_view b) { return http::EqualsIgnoreCase(a, b); }
+
+// Headers a proxy must not forward (RFC 9110 7.6.1), plus those it regenerates.
+bool IsHopByHop(std::string_view name) {
+  switch (name.size()) {
+    case 2:
+      return IEquals(name, "te");
+    case 6:
+      return IEquals(name, "expect");
+    case 7:
+      return IEquals(name, "trailer") || IEquals(name, "upgrade");
+    case 10:
+      return IEquals(name, "connection") || IEquals(name, "keep-alive");
+    case 14:
+      return IEquals(name, "content-length");
+    case 16:
+      return IEquals(name, "proxy-connection");
+    case 17:
+      return IEquals(name, "transfer-encoding");
+    default:
+      return false;
+  }
+}
+
+// Is `name` listed in the Connection header's tokens?
+bool ListedInConnection(const http::Header* connection, std::string_view name) {
+  if (connection == nullptr) {
+    return false;
+  }
+  std::string_view v = connection->value;
+  while (!v.empty()) {
+    size_t comma = v.find(',');
+    std::string_view token = v.substr(0, comma);
+    while (!token.empty() && (token.front() == ' ' || token.front() == '\t')) {
+      token.remove_prefix(1);
+    }
+    while (!token.empty() && (token.back() == ' ' || token.back() == '\t')) {
+      token.remove_suffix(1);
+    }
+    if (IEquals(token, name)) {
+      return true;
+    }
+    if (comma == std::string_view::npos) {
+      break;
+    }
+    v.remove_prefix(comma + 1);
+  }
+  return false;
+}
+
+bool InList(const google::protobuf::RepeatedPtrField<std::string>& list, std::string_view name) {
+  for (const auto& n : list) {
+    if (IEquals(n, name)) {
+      return true;
+    }
+  }
+  return false;
+}
+
+bool InSet(const google::protobuf::RepeatedPtrField<v1::HeaderValue>& list, std::string_view name) {
+  for (const auto& h : list) {
+    if (IEquals(h.name(), name)) {
+      return true;
+    }
+  }
+  return false;
+}
+
+// Is the header removed or replaced by any of the operations?
+bool Overridden(std::string_view name, const v1::HeaderOperations* a,
+                const v1::HeaderOperations* b) {
+  for (const auto* ops : {a, b}) {
+    if (ops != nullptr && (InList(ops->remove(), name) || InSet(ops->set(), name))) {
+      return true;
+    }
+  }
+  return false;
+}
+
+void AppendHeader(std::string* out, std::string_view name, std::string_view value) {
+  out->append(name.data(), name.size());
+  out->append(": ", 2);
+  out->append(value.data(), value.size());
+  out->append("\r\n", 2);
+}
+
+void AppendOps(std::string* out, const v1::HeaderOperations* ops) {
+  if (ops == nullptr) {
+    return;
+  }
+  for (const auto& h : ops->set()) {
+    AppendHeader(out, h.name(), h.value());
+  }
+  for (const auto& h : ops->add()) {
+    AppendHeader(out, h.name(), h.value());
+  }
+}
+
+const char* ReasonPhrase(int status) {
+  switch (status) {
+    case 100:
+      return "Continue";
+    case 200:
+      return "OK";
+    case 201:
+      return "Created";
+    case 204:
+      return "No Content";
+    case 301:
+      return "Moved Permanently";
+    case 302:
+      return "Found";
+    case 303:
+      return "See Other";
+    case 304:
+      return "Not Modified";
+    case 307:
+      return "Temporary Redirect";
+    case 308:
+      return "Permanent Redirect";
+    case 400:
+      return "Bad Request";
+    case 403:
+      return "Forbidden";
+    case 404:
+      return "Not Found";
+    case 408:
+      return "Request Timeout";
+    case 413:
+      return "Payload Too Large";
+    case 414:
+      return "URI Too Long";
+    case 431:
+      return "Request Header Fields Too Large";
+    case 500:
+      return "Internal Server Error";
+    case 501:
+      return "Not Implemented";
+    case 502:
+      return "Bad Gateway";
+    case 503:
+      return "Service Unavailable";
+    case 504:
+      return "Gateway Timeout";
+    case 505:
+      return "HTTP Version Not Supported";
+    default:
+      return "Unknown";
+  }
+}
+
+std::string RequestId(Worker* w) {
+  uint64_t a = w->NextRandom();
+  uint64_t b = w->NextRandom();
+  a = (a & 0xffffffffffff0fffULL) | 0x0000000000004000ULL;  // version 4
+  b = (b & 0x3fffffffffffffffULL) | 0x8000000000000000ULL;  // variant 10
+  static const char* kHex = "0123456789abcdef";
+  char out[36];
+  int pos = 0;
+  auto put = [&](uint64_t v, int nibbles) {
+    for (int i = nibbles - 1; i >= 0; --i) {
+      out[pos++] = kHex[(v >> (i * 4)) & 0xf];
+    }
+  };
+  put(a >> 32, 8);
+  out[pos++] = '-';
+  put((a >> 16) & 0xffff, 4);
+  out[pos++] = '-';
+  put(a & 0xffff, 4);
+  out[pos++] = '-';
+  put(b >> 48, 4);
+  out[pos++] = '-';
+  put(b & 0xffffffffffffULL, 12);
+  return std::string(out, 36);
+}
+
+}  // namespace
+
+// ---- Buffer ------------------------------------------------------------------------------
+
+void Buffer::Reserve(size_t extra) {
+  if (cap_ - end_ >= extra) {
+    return;
+  }
+  size_t used = end_ - start_;
+  if (start_ > 0 && cap_ - used >= extra && start_ >= used) {
+    std::memmove(data_.get(), data_.get() + start_, used);  // cheap: little is left
+    start_ = 0;
+    end_ = used;
+    return;
+  }
+  size_t cap = cap_ == 0 ? 16384 : cap_;
+  while (cap - used < extra) {
+    cap *= 2;
+  }
+  auto grown = std::make_unique<char[]>(cap);
+  if (used > 0) {
+    std::memcpy(grown.get(), data_.get() + start_, used);
+  }
+  data_ = std::move(grown);
+  cap_ = cap;
+  start_ = 0;
+  end_ = used;
+}
+
+void Buffer::Append(std::string_view s) {
+  if (s.empty()) {
+    return;
+  }
+  Reserve(s.size());
+  std::memcpy(data_.get() + end_, s.data(), s.size());
+  end_ += s.size();
+}
+
+void Buffer::Consume(size_t n) {
+  start_ += n;
+  if (start_ >= end_) {
+    start_ = end_ = 0;
+  }
+}
+
+ssize_t Buffer::ReadFrom(int fd, bool* filled) {
+  Reserve(kReadChunk / 4);
+  size_t space = cap_ - end_;
+  ssize_t n = ::read(fd, data_.get() + end_, space);
+  if (n < 0) {
+    *filled = false;
+    return (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) ? -1 : -2;
+  }
+  end_ += static_cast<size_t>(n);
+  *filled = static_cast<size_t>(n) == space;
+  return n;
+}
+
+bool Buffer::WriteTo(int fd) {
+  while (!empty()) {
+    auto v = view();
+    ssize_t n = ::send(fd, v.data(), v.size(), MSG_NOSIGNAL);
+    if (n < 0) {
+      if (errno == EAGAIN || errno == EWOULDBLOCK) {
+        return true;
+      }
+      if (errno == EINTR) {
+        continue;
+      }
+      return false;
+    }
+    Consume(static_cast<size_t>(n));
+  }
+  return true;
+}
+
+// ---- UpstreamConnection ------------------------------------------------------------------
+
+UpstreamConnection::UpstreamConnection(Worker* worker, int fd, std::string key)
+    : worker_(worker), fd_(fd), key_(std::move(key)) {}
+
+UpstreamConnection::~UpstreamConnection() {
+  timer_.Cancel();
+  worker_->loop().Remove(fd_);
+  ::close(fd_);
+}
+
+void UpstreamConnection::UpdateInterest(bool want_read, bool want_write) {
+  uint32_t ev =
+      EPOLLRDHUP | (want_read ? uint32_t{EPOLLIN} : 0u) | (want_write ? uint32_t{EPOLLOUT} : 0u);
+  if (ev != interest_) {
+    interest_ = ev;
+    worker_->loop().Modify(fd_, ev, this);
+  }
+}
+
+void UpstreamConnection::OnEvents(uint32_t events) {
+  if (dead_) {
+    return;
+  }
+  if (owner_ != nullptr) {
+    owner_->OnUpstreamEvents(events);
+    return;
+  }
+  // Idle in the pool: any event means the upstream closed it (or sent garbage).
+  (void)events;
+  worker_->ForgetIdle(this);
+}
+
+// ---- ServerConnection --------------------------------------------------------------------
+
+ServerConnection::ServerConnection(Worker* worker, int fd, const ListenerConfig& listener,
+                                   std::string peer)
+    : worker_(worker),
+      fd_(fd),
+      listener_address_(listener.address),
+      listener_bind_port_(listener.bind_port),
+      listener_port_(listener.port),
+      peer_(std::move(peer)) {
+  timer_.SetCallback([this] {
+    if (stage_ == Stage::kReadingHead && !in_.empty()) {
+      SendLocalReply(408, "request timeout", "-", /*close=*/true);
+    } else {
+      CloseSoon();
+    }
+  });
+  interest_ = EPOLLIN | EPOLLRDHUP;
+  worker_->loop().Add(fd_, interest_, this);
+  ArmIdle();
+}
+
+ServerConnection::~ServerConnection() {
+  timer_.Cancel();
+  if (upstream_ != nullptr) {
+    delete upstream_;
+    upstream_ = nullptr;
+  }
+  worker_->loop().Remove(fd_);
+  ::close(fd_);
+}
+
+void ServerConnection::EndRequestCount() {
+  if (active_requests_ != nullptr) {
+    --*active_requests_;
+    active_requests_ = nullptr;
+  }
+}
+
+void ServerConnection::ArmIdle() {
+  worker_->loop().Schedule(&timer_, worker_->options().idle_timeout);
+}
+
+void ServerConnection::CloseSoon() {
+  if (closed_) {
+    return;
+  }
+  closed_ = true;
+  stage_ = Stage::kClosing;
+  timer_.Cancel();
+  EndRequestCount();
+  endpoint_ = nullptr;
+  if (upstream_ != nullptr) {
+    ReleaseUpstream(false);
+  }
+  worker_->loop().Remove(fd_);
+  Worker* w = worker_;
+  w->loop().Defer([w, self = this] { w->Closed(self); });
+}
+
+void ServerConnection::UpdateInterest() {
+  if (closed_ || draining_) {
+    return;
+  }
+  bool want_read = stage_ != Stage::kClosing;
+  // Back-pressure: stop reading the client while the upstream side is full, or while a
+  // response is being written and the client is slow.
+  if (upstream_ != nullptr && upstream_->out_.size() > worker_->options().max_buffer_bytes) {
+    want_read = false;
+  }
+  if (stage_ == Stage::kProxying && request_done_) {
+    want_read = in_.size() < worker_->options().max_buffer_bytes;  // pipelined bytes
+  }
+  uint32_t ev =
+      EPOLLRDHUP | (want_read ? uint32_t{EPOLLIN} : 0u) | (out_.empty() ? 0u : uint32_t{EPOLLOUT});
+  if (ev != interest_) {
+    interest_ = ev;
+    worker_->loop().Modify(fd_, ev, this);
+  }
+}
+
+void ServerConnection::Flush() {
+  if (!out_.WriteTo(fd_)) {
+    CloseSoon();
+    return;
+  }
+  if (out_.empty() && stage_ == Stage::kClosing) {
+    // Half-close and read what the client still sends until it closes (bounded by a
+    // timer): closing with unread input would reset the connection and could destroy the
+    // response before the client reads it.
+    if (!draining_) {
+      draining_ = true;
+      ::shutdown(fd_, SHUT_WR);
+      timer_.SetCallback([this] { CloseSoon(); });
+      worker_->loop().Schedule(&timer_, std::chrono::milliseconds(2000));
+    }
+    interest_ = EPOLLIN | EPOLLRDHUP;
+    worker_->loop().Modify(fd_, interest_, this);
+    return;
+  }
+  // A drained client buffer lets the upstream side read again.
+  if (upstream_ != nullptr && response_head_sent_) {
+    bool want_read = out_.size() < worker_->options().max_buffer_bytes;
+    upstream_->UpdateInterest(want_read, !upstream_->out_.empty() || !upstream_->connected_);
+  }
+  UpdateInterest();
+}
+
+void ServerConnection::OnEvents(uint32_t events) {
+  if (closed_) {
+    return;
+  }
+  if ((events & EPOLLOUT) && !draining_) {
+    Flush();
+    if (closed_) {
+      return;
+    }
+  }
+  if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
+    OnReadable();
+  }
+}
+
+void ServerConnection::OnReadable() {
+  if (draining_) {
+    char buf[16384];
+    while (true) {
+      ssize_t n = ::read(fd_, buf, sizeof buf);
+      if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
+        CloseSoon();
+        return;
+      }
+      if (n < 0) {
+        return;
+      }
+    }
+  }
+  for (int i = 0; i < 4 && !closed_; ++i) {
+    bool filled = false;
+    ssize_t n = in_.ReadFrom(fd_, &filled);
+    if (n == -1) {
+      break;
+    }
+    if (n <= 0) {
+      // Client closed (or error). Mid-exchange we stop; otherwise just close.
+      CloseSoon();
+      return;
+    }
+    if (!filled || in_.size() >= worker_->options().max_buffer_bytes) {
+      break;
+    }
+  }
+  ProcessInput();
+}
+
+void ServerConnection::ProcessInput() {
+  while (!closed_) {
+    if (stage_ == Stage::kReadingHead) {
+      if (in_.empty()) {
+        break;
+      }
+      auto r = parser_.Parse(in_.view());
+      if (r.status == http::ParseStatus::kIncomplete) {
+        // The first bytes of a request start the header timeout (replacing the idle
+        // timeout); later bytes do not extend it, so a slow sender gets 408.
+        if (!header_timer_started_) {
+          header_timer_started_ = true;
+          worker_->loop().Schedule(&timer_, worker_->options().request_header_timeout);
+        }
+        break;
+      }
+      header_timer_started_ = false;
+      if (r.status == http::ParseStatus::kError) {
+        SendLocalReply(r.error_status, r.error_reason, "-", /*close=*/true);
+        return;
+      }
+      timer_.Cancel();
+      OnRequestHead(r.consumed);
+      continue;
+    }
+    if (stage_ == Stage::kProxying) {
+      if (!request_done_) {
+        ForwardRequestBody();
+      }
+      break;
+    }
+    break;
+  }
+  UpdateInterest();
+}
+
+void ServerConnection::CountResponse(int status) {
+  auto& s = worker_->mutable_stats();
+  s.downstream_rq_total.fetch_add(1, std::memory_order_relaxed);
+  switch (status / 100) {
+    case 1:
+      s.rq_1xx.fetch_add(1, std::memory_order_relaxed);
+      break;
+    case 2:
+      s.rq_2xx.fetch_add(1, std::memory_order_relaxed);
+      break;
+    case 3:
+      s.rq_3xx.fetch_add(1, std::memory_order_relaxed);
+      break;
+    case 4:
+      s.rq_4xx.fetch_add(1, std::memory_order_relaxed);
+      break;
+    default:
+      s.rq_5xx.fetch_add(1, std::memory_order_relaxed);
+      break;
+  }
+}
+
+void ServerConnection::SendLocalReply(int status, std::string_view body, const char* flag,
+                                      bool close, std::string_view extra_headers) {
+  (void)flag;
+  CountResponse(status);
+  if (close) {
+    close_after_response_ = true;
+  }
+  std::string head;
+  head.reserve(160 + body.size());
+  head += "HTTP/1.1 ";
+  head += std::to_string(status);
+  head += ' ';
+  head += ReasonPhrase(status);
+  head += "\r\ncontent-length: ";
+  head += std::to_string(body.size());
+  head += "\r\ncontent-type: text/plain\r\nserver: ";
+  head += worker_->options().server_name;
+  head += "\r\n";
+  head.append(extra_headers.data(), extra_headers.size());
+  if (close_after_response_) {
+    head += "connection: close\r\n";
+  } else if (client_http10_) {
+    head += "connection: keep-alive\r\n";
+  }
+  head += "\r\n";
+  if (method_ != "HEAD") {
+    head.append(body.data(), body.size());
+  }
+  out_.Append(head);
+  FinishExchange();
+}
+
+void ServerConnection::OnRequestHead(size_t head_bytes) {
+  const http::RequestHead& req = parser_.head();
+  config_ = worker_->config();
+  method_.assign(req.method);
+  client_http10_ = req.version == http::Version::kHttp10;
+  close_after_response_ = !req.keep_alive;
+  response_status_ = 0;
+  route_proto_ = nullptr;
+  target_proto_ = nullptr;
+
+  // Body framing of the request.
+  request_chunked_ = req.chunked;
+  request_remaining_ = req.content_length.value_or(0);
+  request_has_body_ = req.chunked || request_remaining_ > 0;
+  request_done_ = !request_has_body_;
+  request_chunks_.Reset();
+  stage_ = Stage::kProxying;
+
+  const ListenerConfig* listener = nullptr;
+  if (config_ != nullptr) {
+    for (const auto& l : config_->listeners()) {
+      if (l.bind_port == listener_bind_port_ && l.address == listener_address_) {
+        listener = &l;
+        break;
+      }
+    }
+  }
+  auto reject = [&](int status, std::string_view body, const char* flag,
+                    std::string_view extra = {}) {
+    // The request body (if any) was not read: the connection cannot be reused.
+    in_.Consume(head_bytes);
+    SendLocalReply(status, body, flag, request_has_body_, extra);
+  };
+  if (listener == nullptr) {
+    worker_->mutable_stats().no_route.fetch_add(1, std::memory_order_relaxed);
+    reject(404, "", "NR");
+    return;
+  }
+  std::string_view target = req.target;
+  std::string_view path = target;
+  std::string_view query;
+  if (auto q = target.find('?'); q != std::string_view::npos) {
+    path = target.substr(0, q);
+    query = target.substr(q + 1);
+  }
+  std::function<std::optional<std::string_view>(std::string_view)> header_fn =
+      [&req](std::string_view name) -> std::optional<std::string_view> {
+    const http::Header* h = req.Find(name);
+    if (h == nullptr) {
+      return std::nullopt;
+    }
+    return h->value;
+  };
+  router::RequestView view;
+  view.method = req.method;
+  view.path = path;
+  view.query = query;
+  view.scheme = "http";
+  view.authority = req.host;
+  view.port = listener->port;
+  view.header = &header_fn;
+  const router::VirtualHost* vh = listener->route_table->FindVirtualHost(req.host);
+  const router::Route* route = nullptr;
+  if (vh != nullptr) {
+    for (const auto& r : vh->routes) {
+      if (r.Matches(view)) {
+        route = &r;
+        break;
+      }
+    }
+  }
+  if (route == nullptr) {
+    worker_->mutable_stats().no_route.fetch_add(1, std::memory_order_relaxed);
+    reject(404, "", "NR");
+    return;
+  }
+  const v1::Route& rp = *route->proto;
+  route_proto_ = &rp;
+  if (rp.has_direct_response()) {
+    reject(static_cast<int>(rp.direct_response().status()), rp.direct_response().body(), "-");
+    return;
+  }
+  if (rp.has_redirect()) {
+    const auto& red = rp.redirect();
+    std::string location = red.scheme().empty() ? "http" : red.scheme();
+    location += "://";
+    std::string_view host = red.authority().empty() ? router::HostWithoutPort(req.host)
+                                                    : std::string_view(red.authority());
+    location.append(host.data(), host.size());
+    if (red.port() != 0) {
+      location += ':';
+      location += std::to_string(red.port());
+    } else if (red.authority().empty() && host.size() != req.host.size()) {
+      location.append(req.host.substr(host.size()));  // keep ":port"
+    }
+    if (red.uri().empty()) {
+      location.append(target.data(), target.size());
+    } else {
+      location += red.uri();
+      if (!query.empty() && red.uri().find('?') == std::string::npos) {
+        location += "?";
+        location.append(query.data(), query.size());
+      }
+    }
+    std::string extra = "location: " + location + "\r\n";
+    reject(static_cast<int>(red.response_code() ? red.response_code() : 301), "", "-", extra);
+    return;
+  }
+  // Weighted pick among the route's clusters.
+  const auto& action = rp.route();
+  const v1::WeightedCluster* target_cluster = &action.clusters(0);
+  if (action.clusters_size() > 1) {
+    uint64_t pick = worker_->NextRandom() % route->total_weight;
+    for (const auto& wc : action.clusters()) {
+      if (pick < wc.weight()) {
+        target_cluster = &wc;
+        break;
+      }
+      pick -= wc.weight();
+    }
+  }
+  const upstream::Cluster* cluster = config_->FindCluster(target_cluster->cluster());
+  if (cluster == nullptr || cluster->endpoints.empty()) {
+    worker_->mutable_stats().no_healthy_upstream.fetch_add(1, std::memory_order_relaxed);
+    reject(503, "no healthy upstream", "UH");
+    return;
+  }
+  StartUpstream(*cluster, rp, *target_cluster, *route, head_bytes);
+}
+
+void ServerConnection::StartUpstream(const upstream::Cluster& cluster, const v1::Route& route,
+                                     const v1::WeightedCluster& target,
+                                     const router::Route& compiled, size_t head_bytes) {
+  const http::RequestHead& req = parser_.head();
+  target_proto_ = &target;
+  // Load balancing.
+  size_t idx = 0;
+  size_t n = cluster.endpoints.size();
+  switch (cluster.policy) {
+    case v1::LoadBalancer::RANDOM:
+      idx = worker_->NextRandom() % n;
+      break;
+    case v1::LoadBalancer::LEAST_REQUEST: {
+      // Power of two choices.
+      size_t a = worker_->NextRandom() % n;
+      size_t b = worker_->NextRandom() % n;
+      idx = worker_->ActiveRequests(cluster.endpoints[a].key) <=
+                    worker_->ActiveRequests(cluster.endpoints[b].key)
+                ? a
+                : b;
+      break;
+    }
+    case v1::LoadBalancer::CONSISTENT_HASH: {
+      const auto& ch = cluster.proto->load_balancer().consistent_hash();
+      std::string_view key;
+      if (ch.has_http_header_name()) {
+        if (const auto* h = req.Find(ch.http_header_name())) {
+          key = h->value;
+        }
+      } else if (ch.has_use_source_ip()) {
+        key = peer_;
+      } else if (ch.has_http_cookie()) {
+        if (const auto* h = req.Find("cookie")) {
+          std::string_view c = h->value;
+          std::string needle = ch.http_cookie().name() + "=";
+          size_t pos = c.find(needle);
+          if (pos != std::string_view::npos) {
+            c.remove_prefix(pos + needle.size());
+            key = c.substr(0, c.find(';'));
+          }
+        }
+      } else if (ch.has_http_query_parameter_name()) {
+        std::string_view t = req.target;
+        std::string needle = ch.http_query_parameter_name() + "=";
+        size_t pos = t.find(needle);
+        if (pos != std::string_view::npos) {
+          t.remove_prefix(pos + needle.size());
+          key = t.substr(0, t.find('&'));
+        }
+      }
+      idx = key.empty() ? worker_->NextRandom() % n : cluster.RingLookup(upstream::Hash64(key));
+      break;
+    }
+    default:
+      idx = worker_->NextRoundRobin(&cluster) % n;
+      break;
+  }
+  endpoint_ = &cluster.endpoints[idx];
+
+  // The upstream request head.
+  std::string& out = upstream_request_head_;
+  out.clear();
+  out.reserve(512 + in_.size());
+  const auto& action = route.route();
+  std::string_view path = req.target;
+  std::string_view query;
+  if (auto q = path.find('?'); q != std::string_view::npos) {
+    query = path.substr(q);
+    path = path.substr(0, q);
+  }
+  out.append(req.method.data(), req.method.size());
+  out += ' ';
+  if (action.has_rewrite() && !action.rewrite().uri().empty()) {
+    std::string_view matched = "/";
+    if (compiled.uri.is_prefix() || compiled.uri.is_exact()) {
+      matched = compiled.uri.value();
+    }
+    out += action.rewrite().uri();
+    if (compiled.uri.is_exact()) {
+      // the whole path was matched
+    } else if (path.size() >= matched.size()) {
+      std::string_view rest = path.substr(matched.size());
+      if (!out.empty() && out.back() == '/' && !rest.empty() && rest.front() == '/') {
+        rest.remove_prefix(1);
+      }
+      out.append(rest.data(), rest.size());
+    }
+    out.append(query.data(), query.size());
+  } else if (compiled.rewrite_regex != nullptr) {
+    std::string p(path);
+    RE2::GlobalReplace(&p, *compiled.rewrite_regex, action.rewrite().uri_regex().substitution());
+    out += p;
+    out.append(query.data(), query.size());
+  } else {
+    out.append(req.target.data(), req.target.size());
+  }
+  out += " HTTP/1.1\r\n";
+  const v1::HeaderOperations* route_ops =
+      route.has_headers() && route.headers().has_request() ? &route.headers().request() : nullptr;
+  const v1::HeaderOperations* target_ops = target.has_headers() && target.headers().has_request()
+                                               ? &target.headers().request()
+                                               : nullptr;
+  const http::Header* connection = req.Find("connection");
+  std::string_view xff;
+  bool has_request_id = false;
+  bool rewrite_host = action.has_rewrite() && !action.rewrite().authority().empty();
+  for (const auto& h : req.headers) {
+    if (IsHopByHop(h.name) || ListedInConnection(connection, h.name)) {
+      continue;
+    }
+    if (IEquals(h.name, "x-forwarded-for")) {
+      xff = h.value;
+      continue;
+    }
+    if (IEquals(h.name, "x-forwarded-proto")) {
+      continue;
+    }
+    if (rewrite_host && IEquals(h.name, "host")) {
+      continue;
+    }
+    if (Overridden(h.name, route_ops, target_ops)) {
+      continue;
+    }
+    if (IEquals(h.name, "x-request-id")) {
+      has_request_id = true;
+    }
+    AppendHeader(&out, h.name, h.value);
+  }
+  if (rewrite_host) {
+    AppendHeader(&out, "host", action.rewrite().authority());
+  }
+  AppendOps(&out, route_ops);
+  AppendOps(&out, target_ops);
+  if (xff.empty()) {
+    AppendHeader(&out, "x-forwarded-for", peer_);
+  } else {
+    std::string v(xff);
+    v += ", ";
+    v += peer_;
+    AppendHeader(&out, "x-forwarded-for", v);
+  }
+  AppendHeader(&out, "x-forwarded-proto", "http");
+  if (!has_request_id) {
+    AppendHeader(&out, "x-request-id", RequestId(worker_));
+  }
+  if (request_chunked_) {
+    AppendHeader(&out, "transfer-encoding", "chunked");
+  } else if (req.content_length) {
+    AppendHeader(&out, "content-length", std::to_string(*req.content_length));
+  }
+  out += "\r\n";
+  if (req.expect_continue && request_has_body_) {
+    out_.Append("HTTP/1.1 100 Continue\r\n\r\n");
+  }
+  // The head's views into in_ are not used past this point.
+  in_.Consume(head_bytes);
+
+  // A pooled connection, or a new one.
+  UpstreamConnection* conn = worker_->AcquireIdle(endpoint_->key);
+  if (conn != nullptr) {
+    worker_->mutable_stats().upstream_rq_reused.fetch_add(1, std::memory_order_relaxed);
+    upstream_ = conn;
+    upstream_->SetOwner(this);
+  } else if (!ConnectUpstream(*endpoint_)) {
+    endpoint_ = nullptr;
+    SendLocalReply(503, "upstream connect error or disconnect/reset before headers", "UF",
+                   !request_done_);
+    return;
+  }
+  if (cluster.policy == v1::LoadBalancer::LEAST_REQUEST) {
+    active_requests_ = &worker_->ActiveRequests(endpoint_->key);
+    ++*active_requests_;
+  }
+  upstream_->out_.Append(upstream_request_head_);
+  response_parser_.Reset();
+  response_chunks_.Reset();
+  response_started_ = false;
+  response_head_sent_ = false;
+  dechunk_for_client_ = false;
+  if (!request_has_body_) {
+    request_done_ = true;
+  } else {
+    ForwardRequestBody();
+  }
+  if (upstream_ != nullptr && upstream_->connected_) {
+    if (!upstream_->out_.WriteTo(upstream_->fd_)) {
+      UpstreamFailed("UC", "upstream connect error or disconnect/reset before headers");
+      return;
+    }
+  }
+  if (upstream_ != nullptr) {
+    upstream_->UpdateInterest(true, !upstream_->out_.empty() || !upstream_->connected_);
+  }
+  Flush();
+}
+
+bool ServerConnection::ConnectUpstream(const upstream::Endpoint& ep) {
+  std::string error;
+  int fd = net::ConnectNonBlocking(ep.address, ep.port, &error);
+  worker_->mutable_stats().upstream_cx_total.fetch_add(1, std::memory_order_relaxed);
+  if (fd < 0) {
+    worker_->mutable_stats().upstream_cx_connect_fail.fetch_add(1, std::memory_order_relaxed);
+    return false;
+  }
+  upstream_ = new UpstreamConnection(worker_, fd, ep.key);
+  upstream_->SetOwner(this);
+  upstream_->interest_ = EPOLLOUT | EPOLLIN | EPOLLRDHUP;
+  worker_->loop().Add(fd, upstream_->interest_, upstream_);
+  upstream_->timer_.SetCallback([this] { OnUpstreamConnectTimeout(); });
+  std::chrono::milliseconds timeout = worker_->options().upstream_connect_timeout;
+  if (const auto* c = config_->FindCluster(target_proto_->cluster());
+      c != nullptr && c->proto->connection_pool().has_connect_timeout()) {
+    const auto& d = c->proto->connection_pool().connect_timeout();
+    timeout = std::chrono::milliseconds(d.seconds() * 1000 + d.nanos() / 1000000);
+  }
+  worker_->loop().Schedule(&upstream_->timer_, timeout);
+  return true;
+}
+
+void ServerConnection::OnUpstreamConnectTimeout() {
+  worker_->mutable_stats().upstream_cx_connect_fail.fetch_add(1, std::memory_order_relaxed);
+  UpstreamFailed("UF", "upstream connect error or disconnect/reset before headers");
+}
+
+void ServerConnection::ForwardRequestBody() {
+  if (upstream_ == nullptr || request_done_) {
+    return;
+  }
+  while (!in_.empty() && upstream_->out_.size() < worker_->options().max_buffer_bytes) {
+    std::string_view avail = in_.view();
+    if (request_chunked_) {
+      auto r = request_chunks_.Decode(avail);
+      if (r.status == http::ChunkedStatus::kError) {
+        // Cannot answer cleanly mid-stream if the upstream already answered; close both.
+        ReleaseUpstream(false);
+        SendLocalReply(400, "invalid chunked body", "-", /*close=*/true);
+        return;
+      }
+      upstream_->out_.Append(avail.substr(0, r.consumed));
+      in_.Consume(r.consumed);
+      if (r.status == http::ChunkedStatus::kDone) {
+        request_done_ = true;
+        break;
+      }
+    } else {
+      size_t take = std::min<uint64_t>(request_remaining_, avail.size());
+      upstream_->out_.Append(avail.substr(0, take));
+      in_.Consume(take);
+      request_remaining_ -= take;
+      if (request_remaining_ == 0) {
+        request_done_ = true;
+        break;
+      }
+    }
+  }
+  if (upstream_->connected_) {
+    if (!upstream_->out_.WriteTo(upstream_->fd_)) {
+      UpstreamFailed("UC", "upstream connect error or disconnect/reset before headers");
+      return;
+    }
+  }
+  upstream_->UpdateInterest(true, !upstream_->out_.empty() || !upstream_->connected_);
+}
+
+void ServerConnection::OnUpstreamEvents(uint32_t events) {
+  if (closed_ || upstream_ == nullptr) {
+    return;
+  }
+  if (!upstream_->connected_) {
+    if (events & (EPOLLERR | EPOLLHUP)) {
+      worker_->mutable_stats().upstream_cx_connect_fail.fetch_add(1, std::memory_order_relaxed);
+      UpstreamFailed("UF", "upstream connect error or disconnect/reset before headers");
+      return;
+    }
+    if (events & EPOLLOUT) {
+      int err = 0;
+      socklen_t len = sizeof err;
+      ::getsockopt(upstream_->fd_, SOL_SOCKET, SO_ERROR, &err, &len);
+      if (err != 0) {
+        worker_->mutable_stats().upstream_cx_connect_fail.fetch_add(1, std::memory_order_relaxed);
+        UpstreamFailed("UF", "upstream connect error or disconnect/reset before headers");
+        return;
+      }
+      upstream_->connected_ = true;
+      upstream_->timer_.Cancel();
+    }
+  }
+  if (events & EPOLLOUT) {
+    if (!upstream_->out_.WriteTo(upstream_->fd_)) {
+      UpstreamFailed("UC", "upstream connect error or disconnect/reset before headers");
+      return;
+    }
+    if (!request_done_) {
+      ForwardRequestBody();
+      if (upstream_ == nullptr) {
+        return;
+      }
+      UpdateInterest();  // the client may be readable again
+    }
+  }
+  if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
+    OnUpstreamReadable();
+    return;
+  }
+  if (upstream_ != nullptr) {
+    upstream_->UpdateInterest(out_.size() < worker_->options().max_buffer_bytes,
+                              !upstream_->out_.empty());
+  }
+}
+
+void ServerConnection::UpstreamFailed(const char* flag, std::string_view body) {
+  bool retry_fresh = upstream_ != nullptr && upstream_->reused_ && !response_started_ &&
+                     !request_has_body_ && std::string_view(flag) == "UC";
+  const upstream::Endpoint* endpoint = endpoint_;
+  int* counter = active_requests_;
+  EndRequestCount();
+  endpoint_ = nullptr;
+  ReleaseUpstream(false);
+  if (retry_fresh && endpoint != nullptr) {
+    // A kept-alive connection the upstream had closed: try once on a new connection.
+    if (ConnectUpstream(*endpoint)) {
+      endpoint_ = endpoint;
+      if (counter != nullptr) {
+        active_requests_ = counter;
+        ++*active_requests_;
+      }
+      upstream_->out_.Append(upstream_request_head_);
+      request_done_ = true;
+      return;
+    }
+    flag = "UF";
+  }
+  if (response_head_sent_) {
+    close_after_response_ = true;
+    stage_ = Stage::kClosing;
+    Flush();
+    return;
+  }
+  SendLocalReply(503, body, flag, /*close=*/!request_done_);
+}
+
+void ServerConnection::OnUpstreamReadable() {
+  bool eof = false;
+  for (int i = 0; i < 4; ++i) {
+    bool filled = false;
+    ssize_t n = upstream_->in_.ReadFrom(upstream_->fd_, &filled);
+    if (n == -1) {
+      break;
+    }
+    if (n <= 0) {
+      eof = true;
+      break;
+    }
+    response_started_ = true;
+    if (!filled || upstream_->in_.size() >= worker_->options().max_buffer_bytes) {
+      break;
+    }
+  }
+  if (!response_head_sent_) {
+    while (true) {
+      auto r = response_parser_.Parse(upstream_->in_.view());
+      if (r.status == http::ParseStatus::kIncomplete) {
+        if (eof) {
+          UpstreamFailed("UC", "upstream connect error or disconnect/reset before headers");
+        } else {
+          upstream_->UpdateInterest(true, !upstream_->out_.empty());
+        }
+        return;
+      }
+      if (r.status == http::ParseStatus::kError) {
+        upstream_keep_alive_ = false;
+        EndRequestCount();
+        endpoint_ = nullptr;
+        ReleaseUpstream(false);
+        SendLocalReply(502, "upstream sent an invalid response", "UPE", !request_done_);
+        return;
+      }
+      const http::ResponseHead& head = response_parser_.head();
+      if (head.IsInformational() && head.status != 101) {
+        upstream_->in_.Consume(r.consumed);
+        response_parser_.Reset();
+        continue;
+      }
+      // The response head for the client.
+      response_status_ = head.status;
+      response_framing_ = http::ResponseFraming(method_, head);
+      if (head.status == 101) {
+        response_framing_ = http::BodyFraming::kUntilClose;  // upgrades are not supported
+      }
+      upstream_keep_alive_ = head.keep_alive && response_framing_ != http::BodyFraming::kUntilClose;
+      response_remaining_ = head.content_length.value_or(0);
+      dechunk_for_client_ = response_framing_ == http::BodyFraming::kChunked && client_http10_;
+      if (response_framing_ == http::BodyFraming::kUntilClose || dechunk_for_client_) {
+        close_after_response_ = true;
+      }
+      const v1::HeaderOperations* route_ops =
+          route_proto_ != nullptr && route_proto_->headers().has_response()
+              ? &route_proto_->headers().response()
+              : nullptr;
+      const v1::HeaderOperations* target_ops =
+          target_proto_ != nullptr && target_proto_->headers().has_response()
+              ? &target_proto_->headers().response()
+              : nullptr;
+      std::string h;
+      h.reserve(r.consumed + 128);
+      h += "HTTP/1.1 ";
+      h += std::to_string(head.status);
+      h += ' ';
+      h.append(head.reason.data(), head.reason.size());
+      h += "\r\n";
+      const http::Header* connection = head.Find("connection");
+      for (const auto& f : head.headers) {
+        if (IEquals(f.name, "content-length")) {
+          if (response_framing_ != http::BodyFraming::kChunked) {
+            AppendHeader(&h, f.name, f.value);
+          }
+          continue;
+        }
+        if (IsHopByHop(f.name) || ListedInConnection(connection, f.name) ||
+            IEquals(f.name, "server") || Overridden(f.name, route_ops, target_ops)) {
+          continue;
+        }
+        AppendHeader(&h, f.name, f.value);
+      }
+      AppendOps(&h, route_ops);
+      AppendOps(&h, target_ops);
+      AppendHeader(&h, "server", worker_->options().server_name);
+      if (response_framing_ == http::BodyFraming::kChunked && !dechunk_for_client_) {
+        AppendHeader(&h, "transfer-encoding", "chunked");
+      }
+      if (close_after_response_) {
+        AppendHeader(&h, "connection", "close");
+      } else if (client_http10_) {
+        AppendHeader(&h, "connection", "keep-alive");
+      }
+      h += "\r\n";
+      out_.Append(h);
+      upstream_->in_.Consume(r.consumed);
+      response_head_sent_ = true;
+      CountResponse(head.status);
+      break;
+    }
+  }
+  ForwardResponseBody();
+  if (upstream_ == nullptr || closed_) {
+    return;
+  }
+  if (eof) {
+    if (response_framing_ == http::BodyFraming::kUntilClose) {
+      FinishExchange();
+    } else {
+      // The upstream closed before the body was complete: the client sees a truncated
+      // response and the connection closes.
+      close_after_response_ = true;
+      ReleaseUpstream(false);
+      stage_ = Stage::kClosing;
+      Flush();
+    }
+  }
+}
+
+void ServerConnection::ForwardResponseBody() {
+  Buffer& in = upstream_->in_;
+  bool done = false;
+  switch (response_framing_) {
+    case http::BodyFraming::kNone:
+      done = true;
+      break;
+    case http::BodyFraming::kContentLength: {
+      size_t take = std::min<uint64_t>(response_remaining_, in.size());
+      out_.Append(in.view().substr(0, take));
+      in.Consume(take);
+      response_remaining_ -= take;
+      done = response_remaining_ == 0;
+      break;
+    }
+    case http::BodyFraming::kChunked:
+      while (!in.empty()) {
+        auto r = response_chunks_.Decode(in.view());
+        if (r.status == http::ChunkedStatus::kError) {
+          close_after_response_ = true;
+          ReleaseUpstream(false);
+          stage_ = Stage::kClosing;
+          Flush();
+          return;
+        }
+        if (dechunk_for_client_) {
+          out_.Append(r.data);
+        } else {
+          out_.Append(in.view().substr(0, r.consumed));
+        }
+        in.Consume(r.consumed);
+        if (r.status == http::ChunkedStatus::kDone) {
+          done = true;
+          break;
+        }
+      }
+      break;
+    case http::BodyFraming::kUntilClose:
+      out_.Append(in.view());
+      in.Clear();
+      break;
+  }
+  if (done) {
+    if (!in.empty()) {
+      upstream_keep_alive_ = false;  // bytes after the response: do not reuse
+    }
+    FinishExchange();
+    return;
+  }
+  Flush();
+}
+
+void ServerConnection::ReleaseUpstream(bool reusable) {
+  if (upstream_ == nullptr) {
+    return;
+  }
+  UpstreamConnection* u = upstream_;
+  upstream_ = nullptr;
+  u->SetOwner(nullptr);
+  if (reusable && u->connected_ && u->in_.empty() && u->out_.empty()) {
+    u->reused_ = true;
+    worker_->ReleaseIdle(u);
+  } else {
+    worker_->DestroyUpstream(u);
+  }
+}
+
+void ServerConnection::FinishExchange() {
+  if (upstream_ != nullptr) {
+    EndRequestCount();
+    ReleaseUpstream(upstream_keep_alive_ && request_done_);
+  }
+  endpoint_ = nullptr;
+  config_.reset();
+  route_proto_ = nullptr;
+  target_proto_ = nullptr;
+  if (close_after_response_ || !request_done_) {
+    stage_ = Stage::kClosing;
+    Flush();
+    return;
+  }
+  parser_.Reset();
+  stage_ = Stage::kReadingHead;
+  Flush();
+  if (closed_) {
+    return;
+  }
+  if (in_.empty()) {
+    ArmIdle();
+  } else {
+    worker_->loop().Defer([this, w = worker_, v = this] {
+      (void)w;
+      (void)v;
+      if (!closed_) {
+        ProcessInput();
+      }
+    });
+  }
+}
+
+}  // namespace skiff::proxy
