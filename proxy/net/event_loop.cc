@@ -3,6 +3,7 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <stdexcept>
@@ -63,6 +64,9 @@ void TimerWheel::Schedule(Timer* t, std::chrono::milliseconds delay, Clock::time
   }
   head = t;
   ++count_;
+  if (count_ == 1 || tick < next_hint_) {
+    next_hint_ = tick;
+  }
 }
 
 void TimerWheel::Advance(Clock::time_point now) {
@@ -96,14 +100,19 @@ int TimerWheel::NextTimeoutMs() const {
   if (count_ == 0) {
     return -1;
   }
-  // Scan ahead for the first non-empty slot (bounded by one turn of the wheel).
+  if (next_hint_ > current_tick_) {
+    return static_cast<int>(std::min<uint64_t>(next_hint_ - current_tick_, kSlots));
+  }
+  // Scan ahead for the first timer due within one turn of the wheel.
   for (uint64_t i = 1; i <= kSlots; ++i) {
     for (Timer* t = slots_[(current_tick_ + i) % kSlots]; t != nullptr; t = t->next_) {
       if (t->expires_tick_ <= current_tick_ + i) {
+        next_hint_ = current_tick_ + i;
         return static_cast<int>(i);
       }
     }
   }
+  next_hint_ = current_tick_ + kSlots;
   return static_cast<int>(kSlots);
 }
 

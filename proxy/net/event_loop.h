@@ -65,6 +65,9 @@ class TimerWheel {
   Clock::time_point origin_;
   uint64_t current_tick_ = 0;
   size_t count_ = 0;
+  // No timer expires before this tick (it may be early after cancellations, never late),
+  // so the slot scan runs only when the hint has passed, not on every loop turn.
+  mutable uint64_t next_hint_ = 0;
   std::vector<Timer*> slots_;  // heads of intrusive lists
 };
 

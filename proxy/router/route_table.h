@@ -70,7 +70,8 @@ struct VirtualHost {
 
 class RouteTable {
  public:
-  // Compiles a route table; on error returns false and sets `error` to a message naming
+  // Compiles a route table; it keeps pointers into `proto`, which must outlive it. On
+  // error returns false and sets `error` to a message naming
   // the field ("route_tables[http.80].virtual_hosts[1].routes[0].match.uri.regex: ...").
   bool Init(const v1::RouteTable& proto, std::string* error);
   // Exact authority, exact host without port, longest wildcard suffix, then "*".

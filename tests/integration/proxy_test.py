@@ -671,6 +671,83 @@ def t_reload(up):
         p.stop()
 
 
+def t_timeouts_and_pools(up):
+    # An upstream that never accepts: a listening socket with a full backlog, so new
+    # connects hang until the proxy's connect timeout.
+    blackhole = socket.socket()
+    blackhole.bind(("127.0.0.1", 0))
+    blackhole.listen(0)
+    bh_port = blackhole.getsockname()[1]
+    fillers = []
+    for _ in range(8):
+        f = socket.socket()
+        f.setblocking(False)
+        try:
+            f.connect(("127.0.0.1", bh_port))
+        except BlockingIOError:
+            pass
+        fillers.append(f)
+    snap = snapshot({("*",): [route([to("hole")], match={"uri": {"prefix": "/hole"}}),
+                              route([to("a")])]},
+                    {"hole": [bh_port], "a": [up["a"]]})
+    p = Proxy(snap, "--connect-timeout", "300ms", "--idle-timeout", "1s")
+    try:
+        start = time.time()
+        s, h, b = http_get(p.port, "/hole")
+        took = time.time() - start
+        check("upstream connect timeout -> 503 UF", s == 503 and b"upstream connect error" in b and
+              took < 5, (s, b, took))
+        c = raw(p.port, b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n")
+        recv_response(c)
+        check("idle client connections are closed after --idle-timeout", closed_by_peer(c, timeout=5))
+        c.close()
+        # Pools survive a config swap when the endpoint is unchanged.
+        for _ in range(3):
+            http_get(p.port, "/x")
+        before = p.stats()
+        p.reload(snapshot({("*",): [route([to("a2")])]}, {"a2": [up["a"]]}))
+        time.sleep(1.5)
+        for _ in range(3):
+            http_get(p.port, "/x")
+        after = p.stats()
+        check("upstream pool kept across a config swap (same endpoint)",
+              after["upstream_rq_pool_reused"] - before["upstream_rq_pool_reused"] >= 3 and
+              after["config_version"] == before["config_version"] + 1,
+              (before, after))
+    finally:
+        p.stop()
+        for f in fillers:
+            f.close()
+        blackhole.close()
+
+
+def t_more_load_balancers(up):
+    def spread(policy_cluster, make_headers, n=40):
+        snap = snapshot({("*",): [route([to("x")])]},
+                        {"x": {"ports": [up["a"], up["b"]], "cluster": policy_cluster}})
+        p = Proxy(snap)
+        try:
+            return [json.loads(http_get(p.port, "/", headers=make_headers(i))[2])["upstream"]
+                    for i in range(n)]
+        finally:
+            p.stop()
+    r = spread({"loadBalancer": {"policy": "RANDOM"}}, lambda i: {})
+    check("lb: random uses both endpoints", r.count("a") >= 5 and r.count("b") >= 5, r)
+    r = spread({"loadBalancer": {"policy": "LEAST_REQUEST"}}, lambda i: {})
+    check("lb: least request uses both endpoints", r.count("a") >= 5 and r.count("b") >= 5, r)
+    r = spread({"loadBalancer": {"policy": "CONSISTENT_HASH",
+                                 "consistentHash": {"httpCookie": {"name": "session"}}}},
+               lambda i: {"Cookie": f"theme=dark; session=s{i % 4}"})
+    groups = {}
+    for i, who in enumerate(r):
+        groups.setdefault(i % 4, set()).add(who)
+    check("lb: consistent hash on a cookie is sticky per cookie value",
+          all(len(v) == 1 for v in groups.values()), groups)
+    r = spread({"loadBalancer": {"policy": "CONSISTENT_HASH",
+                                 "consistentHash": {"useSourceIp": True}}}, lambda i: {})
+    check("lb: consistent hash on the source IP is sticky", len(set(r)) == 1, r)
+
+
 def t_swap_under_load(up):
     """>= 2,000 requests/s for >= 10 s while the route table swaps 50/50 <-> 100/0 every
     100 ms: zero failed requests and zero socket errors (wrk counts both)."""
@@ -716,8 +793,9 @@ def main():
     ARGS = ap.parse_args()
     try:
         up = {"a": start_upstream("a"), "b": start_upstream("b")}
-        tests = [t_routing, t_weights_and_lb, t_actions_and_headers, t_upstream_failures,
-                 t_bodies, t_big_bodies, t_strict_parsing, t_reload, t_swap_under_load]
+        tests = [t_routing, t_weights_and_lb, t_more_load_balancers, t_actions_and_headers,
+                 t_upstream_failures, t_bodies, t_big_bodies, t_strict_parsing,
+                 t_timeouts_and_pools, t_reload, t_swap_under_load]
         for t in tests:
             if ARGS.only and ARGS.only not in t.__name__:
                 continue
