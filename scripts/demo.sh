@@ -1,20 +1,66 @@
 #!/usr/bin/env bash
-# The main job on one machine, with no cluster: builds skiff and runs what exists on the
-# embedded default configuration (examples/coolstore): validates it and prints the gateway
-# snapshot the operator computes from it.
+# The main job on one machine, with no cluster: builds skiff, translates the embedded
+# default configuration (examples/coolstore) into the ingress gateway's snapshot, and
+# serves it with skiff-proxy on 127.0.0.1:18080 in front of stand-in backends on the
+# ports the example's EndpointSlices name. Ctrl-C stops every process it started.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CONFIG=${1:-examples/coolstore}
+GATEWAY_PORT=${GATEWAY_PORT:-18080}
+ADMIN_PORT=${ADMIN_PORT:-15000}
 scripts/bootstrap.sh
 export CCACHE_BASEDIR="$(pwd)"
 cmake -S . -B build/release -G Ninja -DCMAKE_BUILD_TYPE=Release > /dev/null
 cmake --build build/release -j "$(nproc)" --target skiffctl skiff-proxy skiff-operator
-echo
+
+RUN=$(mktemp -d /tmp/skiff-demo.XXXXXX)
+PIDS=()
+cleanup() {
+  trap - EXIT INT TERM
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+  echo "stopped; logs are in $RUN"
+}
+trap cleanup EXIT INT TERM
+
 echo "==> skiffctl validate -f $CONFIG"
 build/release/cli/skiffctl validate -f "$CONFIG"
-echo
-echo "==> skiffctl translate --config-dir $CONFIG   (the ingress gateway's snapshot)"
-build/release/cli/skiffctl translate --config-dir "$CONFIG" | tee build/demo-snapshot.json
-echo
-echo "==> skiff-proxy --bootstrap build/demo-snapshot.json --check"
-build/release/proxy/skiff-proxy --bootstrap build/demo-snapshot.json --check
+build/release/cli/skiffctl translate --config-dir "$CONFIG" > "$RUN/gateway-snapshot.json"
+
+# Stand-in backends: every 127.0.0.1 endpoint of the snapshot gets a test upstream that
+# answers with what it received.
+python3 - "$RUN/gateway-snapshot.json" > "$RUN/backends.txt" <<'PY'
+import json, sys
+snap = json.load(open(sys.argv[1]))
+for cla in snap.get("endpoints", []):
+    for e in cla.get("endpoints", []):
+        if e.get("address") == "127.0.0.1":
+            print(e["port"], cla["clusterName"].split("|")[-1].split(".")[0])
+PY
+while read -r port name; do
+  python3 tests/integration/upstream.py "$port" "$name" > "$RUN/backend-$port.log" 2>&1 &
+  PIDS+=($!)
+  echo "backend $name on 127.0.0.1:$port"
+done < "$RUN/backends.txt"
+
+build/release/proxy/skiff-proxy --bootstrap "$RUN/gateway-snapshot.json" \
+  --port-map "80=$GATEWAY_PORT" --admin-port "$ADMIN_PORT" > "$RUN/proxy.log" 2>&1 &
+PIDS+=($!)
+for _ in $(seq 1 50); do
+  curl -sf "http://127.0.0.1:$ADMIN_PORT/ready" > /dev/null 2>&1 && break
+  sleep 0.1
+done
+
+cat <<MSG
+
+skiff is running: the ingress gateway from $CONFIG on 127.0.0.1:$GATEWAY_PORT.
+Try:
+  curl -i http://127.0.0.1:$GATEWAY_PORT/api/catalog      # routed to apigateway
+  curl -i http://127.0.0.1:$GATEWAY_PORT/other            # no route: 404
+  curl http://127.0.0.1:$ADMIN_PORT/config_dump             # the active snapshot
+  curl http://127.0.0.1:$ADMIN_PORT/clusters                # endpoints and health
+  curl http://127.0.0.1:$ADMIN_PORT/stats                   # counters
+Edit $RUN/gateway-snapshot.json and the proxy reloads it (or: kill -HUP the proxy).
+Ctrl-C stops everything.
+MSG
+wait
