@@ -1,6 +1,10 @@
 // skiffctl: validate Istio manifests, print the snapshot a proxy group would get, version.
+#include <grpcpp/grpcpp.h>
+
+#include <chrono>
 #include <cstdio>
 #include <iostream>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -9,6 +13,8 @@
 #include "common/version.h"
 #include "operator/source/file/load.h"
 #include "operator/translate/translate.h"
+#include "proto/resources.h"
+#include "skiff/v1/discovery.grpc.pb.h"
 
 namespace {
 
@@ -18,6 +24,9 @@ Commands:
   validate -f FILE|DIR     check Istio manifests; exit 0 when valid, 1 when not
   translate --config-dir DIR [--role gateway|sidecar] [--labels k=v,...] [--namespace NS]
                            print the snapshot a proxy group gets, as JSON
+  proxy-status [--operator HOST:PORT]
+                           each connected proxy and, per resource type, whether it is
+                           SYNCED, STALE or NACKED (with the proxy's error)
   version                  print the version
 
 Run 'skiffctl COMMAND --help' for a command's flags.
@@ -159,6 +168,55 @@ int Translate(const std::vector<std::string>& args) {
   return loaded.errors.empty() ? 0 : 1;
 }
 
+int ProxyStatus(const std::vector<std::string>& args) {
+  std::string address = "127.0.0.1:15010";
+  skiff::FlagSet flags("skiffctl proxy-status",
+                       "Lists the proxies connected to an operator and their xDS state.");
+  flags.AddString("operator", &address, "the operator's xDS address (default 127.0.0.1:15010)",
+                  "HOST:PORT");
+  if (auto code = flags.Parse(args)) {
+    return *code;
+  }
+  auto channel = grpc::CreateChannel(address, grpc::InsecureChannelCredentials());
+  auto stub = skiff::v1::ProxyStatusService::NewStub(channel);
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  skiff::v1::ProxyStatusRequest req;
+  skiff::v1::ProxyStatusResponse resp;
+  auto status = stub->ListProxies(&ctx, req, &resp);
+  if (!status.ok()) {
+    std::cerr << "skiffctl proxy-status: cannot reach the operator at " << address << ": "
+              << status.error_message() << "\n";
+    return 1;
+  }
+  std::printf("%-24s %-8s %-7s %-30s %-9s %-9s %-9s %-9s\n", "PROXY", "ROLE", "STREAM", "LABELS",
+              "CLUSTERS", "ENDPOINTS", "LISTENERS", "ROUTES");
+  for (const auto& p : resp.proxies()) {
+    std::vector<std::string> labels;
+    std::map<std::string, std::string> sorted(p.node().labels().begin(), p.node().labels().end());
+    for (const auto& [k, v] : sorted) {
+      labels.push_back(k + "=" + v);
+    }
+    std::map<std::string, std::string> state;
+    for (const auto& t : p.types()) {
+      state[t.type_url()] = t.state();
+    }
+    std::printf("%-24s %-8s %-7s %-30s %-9s %-9s %-9s %-9s\n", p.node().id().c_str(),
+                p.node().role().c_str(), p.stream().c_str(),
+                (skiff::Join(labels, ",") + " ns=" + p.node().namespace_()).c_str(),
+                state[skiff::xds::kClusterType].c_str(), state[skiff::xds::kEndpointsType].c_str(),
+                state[skiff::xds::kListenerType].c_str(),
+                state[skiff::xds::kRouteTableType].c_str());
+    for (const auto& t : p.types()) {
+      if (!t.error().empty()) {
+        std::printf("  %s %s: %s\n", skiff::xds::ShortType(t.type_url()).c_str(), t.state().c_str(),
+                    t.error().c_str());
+      }
+    }
+  }
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -182,6 +240,9 @@ int main(int argc, char** argv) {
   }
   if (cmd == "translate") {
     return Translate(rest);
+  }
+  if (cmd == "proxy-status") {
+    return ProxyStatus(rest);
   }
   if (!cmd.empty() && cmd[0] == '-') {
     std::cerr << "skiffctl: unknown flag '" << cmd << "'\nTry 'skiffctl --help'.\n";

@@ -3,6 +3,7 @@
 #include <signal.h>
 #include <spdlog/spdlog.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <charconv>
 #include <cstdlib>
@@ -20,6 +21,7 @@
 #include "proxy/config/bootstrap.h"
 #include "proxy/config/config.h"
 #include "proxy/server/worker.h"
+#include "proxy/xds/client.h"
 
 namespace {
 
@@ -93,6 +95,9 @@ int main(int argc, char** argv) {
   std::string admin_address = "127.0.0.1";
   std::map<uint32_t, uint32_t> port_map;
   skiff::proxy::ProxyOptions options;
+  skiff::proxy::XdsClientOptions xds;
+  xds.node.set_role("gateway");
+  xds.node.set_namespace_("default");
 
   skiff::FlagSet flags("skiff-proxy", "The skiff data-plane HTTP proxy.");
   flags.AddString("bootstrap", &bootstrap,
@@ -100,6 +105,48 @@ int main(int argc, char** argv) {
                   "change of the file reloads it",
                   "FILE");
   flags.AddBool("check", &check, "only load and check the --bootstrap file, then exit");
+  flags.AddString("xds", &xds.address, "get configuration from the operator's xDS server",
+                  "HOST:PORT");
+  flags.AddBool("xds-delta", &xds.delta,
+                "use incremental (delta) xDS instead of state of the world");
+  flags.AddCustom(
+      "role",
+      [&xds](std::string_view v) -> std::optional<std::string> {
+        if (v != "gateway" && v != "sidecar") {
+          return "expected gateway or sidecar";
+        }
+        xds.node.set_role(std::string(v));
+        return std::nullopt;
+      },
+      "gateway (default) or sidecar", "ROLE");
+  flags.AddCustom(
+      "labels",
+      [&xds](std::string_view v) -> std::optional<std::string> {
+        for (const auto& pair : skiff::Split(v, ',')) {
+          auto eq = pair.find('=');
+          if (eq == std::string::npos || eq == 0) {
+            return "expected k=v pairs separated by commas, got '" + pair + "'";
+          }
+          (*xds.node.mutable_labels())[pair.substr(0, eq)] = pair.substr(eq + 1);
+        }
+        return std::nullopt;
+      },
+      "proxy labels that Gateway selectors match (default for gateways: istio=ingressgateway)",
+      "k=v,...");
+  flags.AddCustom(
+      "namespace",
+      [&xds](std::string_view v) -> std::optional<std::string> {
+        xds.node.set_namespace_(std::string(v));
+        return std::nullopt;
+      },
+      "the proxy's namespace (default \"default\")", "NS");
+  flags.AddCustom(
+      "node-id",
+      [&xds](std::string_view v) -> std::optional<std::string> {
+        xds.node.set_id(std::string(v));
+        return std::nullopt;
+      },
+      "the proxy's id in proxy-status (default: hostname-pid)", "ID");
   flags.AddInt("concurrency", &concurrency, 1, 256, "worker threads (default: number of cores)");
   flags.AddCustom(
       "port-map",
@@ -126,14 +173,29 @@ int main(int argc, char** argv) {
                     "close idle client connections after this (default 5m)");
   flags.AddDuration("connect-timeout", &options.upstream_connect_timeout,
                     "upstream connect timeout before 503 UF (default 10s)");
+  int64_t max_regex_program_size = 100;
+  flags.AddInt("max-regex-program-size", &max_regex_program_size, 1, 1000000,
+               "reject regexes whose RE2 program is larger (default 100, as Envoy)");
   skiff::AddLogLevelFlag(flags, &log_level);
   if (auto code = flags.Parse(argc, argv)) {
     return *code;
   }
+  skiff::router::SetMaxRegexProgramSize(static_cast<int>(max_regex_program_size));
   skiff::SetupLogging("skiff-proxy", log_level);
-  if (bootstrap.empty()) {
-    spdlog::error("no configuration: pass --bootstrap FILE");
+  if (bootstrap.empty() == xds.address.empty()) {
+    spdlog::error("pass exactly one configuration source: --bootstrap FILE or --xds HOST:PORT");
     return skiff::kExitUsage;
+  }
+  if (!xds.address.empty()) {
+    if (xds.node.labels().empty() && xds.node.role() == "gateway") {
+      (*xds.node.mutable_labels())["istio"] = "ingressgateway";
+    }
+    if (xds.node.id().empty()) {
+      char host[256] = {0};
+      ::gethostname(host, sizeof host - 1);
+      xds.node.set_id(std::string(host) + "-" + std::to_string(::getpid()));
+    }
+    xds.port_map = port_map;
   }
 
   // Signals are handled by this thread only.
@@ -148,6 +210,10 @@ int main(int argc, char** argv) {
   skiff::proxy::ConfigStore store;
   std::vector<std::unique_ptr<skiff::proxy::Worker>> workers;
   Reloader reloader{bootstrap, port_map, &store, &workers};
+  if (check && bootstrap.empty()) {
+    spdlog::error("--check needs --bootstrap FILE");
+    return skiff::kExitUsage;
+  }
   if (check) {
     skiff::v1::Snapshot snapshot;
     std::string error;
@@ -159,7 +225,7 @@ int main(int argc, char** argv) {
     spdlog::info("{} is a valid configuration", bootstrap);
     return EXIT_SUCCESS;
   }
-  if (!reloader.Load()) {
+  if (xds.address.empty() && !reloader.Load()) {
     return EXIT_FAILURE;
   }
   for (int i = 0; i < concurrency; ++i) {
@@ -167,6 +233,17 @@ int main(int argc, char** argv) {
   }
   for (auto& w : workers) {
     w->Start();
+  }
+  std::unique_ptr<skiff::proxy::XdsClient> xds_client;
+  if (!xds.address.empty()) {
+    xds_client = std::make_unique<skiff::proxy::XdsClient>(xds, &store, [&workers] {
+      for (auto& w : workers) {
+        w->Wake();
+      }
+    });
+    xds_client->Start();
+    spdlog::info("xDS: node {} ({}) streaming from {}{}", xds.node.id(), xds.node.role(),
+                 xds.address, xds.delta ? " (delta)" : "");
   }
 
   skiff::proxy::AdminServer admin(
@@ -223,6 +300,11 @@ int main(int argc, char** argv) {
             add("no_healthy_upstream", s.no_healthy_upstream);
           }
           totals["config_version"] = config ? config->version() : 0;
+          if (xds_client != nullptr) {
+            totals["xds_connected"] = xds_client->connected() ? 1 : 0;
+            totals["xds_accepted"] = xds_client->accepted();
+            totals["xds_rejected"] = xds_client->rejected();
+          }
           bool prom = path == "/stats/prometheus";
           for (const auto& [name, v] : totals) {
             r.body += prom ? "skiff_" + name + " " + std::to_string(v) + "\n"
@@ -249,9 +331,12 @@ int main(int argc, char** argv) {
       spdlog::info("stopping");
       break;
     }
-    if (sig == SIGHUP || reloader.Changed()) {
+    if (xds.address.empty() && (sig == SIGHUP || reloader.Changed())) {
       reloader.Load();
     }
+  }
+  if (xds_client != nullptr) {
+    xds_client->Stop();
   }
   admin.Stop();
   for (auto& w : workers) {

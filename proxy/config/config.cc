@@ -15,7 +15,8 @@ bool ValidAddress(const std::string& a) {
 
 std::shared_ptr<const Config> Config::Build(v1::Snapshot snapshot,
                                             const std::map<uint32_t, uint32_t>& port_map,
-                                            uint64_t version, std::string* error) {
+                                            uint64_t version, std::string* error,
+                                            bool strict_references) {
   auto cfg = std::shared_ptr<Config>(new Config());
   cfg->snapshot_ = std::move(snapshot);
   cfg->version_ = version;
@@ -42,6 +43,9 @@ std::shared_ptr<const Config> Config::Build(v1::Snapshot snapshot,
     auto it = cfg->clusters_.find(cla.cluster_name());
     std::string path = "endpoints[" + cla.cluster_name() + "]";
     if (it == cfg->clusters_.end()) {
+      if (!strict_references) {
+        continue;
+      }
       *error = path + ": cluster \"" + cla.cluster_name() + "\" does not exist";
       return nullptr;
     }
@@ -85,7 +89,7 @@ std::shared_ptr<const Config> Config::Build(v1::Snapshot snapshot,
       return nullptr;
     }
     // Every cluster a route names must exist.
-    for (int v = 0; v < rt.virtual_hosts_size(); ++v) {
+    for (int v = 0; strict_references && v < rt.virtual_hosts_size(); ++v) {
       for (int r = 0; r < rt.virtual_hosts(v).routes_size(); ++r) {
         const auto& route = rt.virtual_hosts(v).routes(r);
         std::string path = "route_tables[" + rt.name() + "].virtual_hosts[" + std::to_string(v) +
@@ -128,6 +132,9 @@ std::shared_ptr<const Config> Config::Build(v1::Snapshot snapshot,
     lc.bind_port = mapped == port_map.end() ? l.port() : mapped->second;
     auto t = tables.find(l.route_table());
     if (t == tables.end()) {
+      if (!strict_references) {
+        continue;  // not served until its route table arrives (Envoy: a warming listener)
+      }
       *error = path + ".route_table: route table \"" + l.route_table() + "\" does not exist";
       return nullptr;
     }

@@ -27,9 +27,14 @@ class Config {
  public:
   // Validates and compiles. On failure returns nullptr and sets `error` to a message that
   // names the offending resource and field. `port_map` remaps listener ports (80 -> 18080).
+  // With `strict_references` false (xDS, where types arrive one at a time), a route to a
+  // cluster that does not exist is accepted (it answers 503), endpoints of unknown
+  // clusters are ignored, and a listener whose route table has not arrived is not bound
+  // yet, as Envoy does.
   static std::shared_ptr<const Config> Build(v1::Snapshot snapshot,
                                              const std::map<uint32_t, uint32_t>& port_map,
-                                             uint64_t version, std::string* error);
+                                             uint64_t version, std::string* error,
+                                             bool strict_references = true);
 
   [[nodiscard]] const std::vector<ListenerConfig>& listeners() const { return listeners_; }
   [[nodiscard]] const upstream::Cluster* FindCluster(const std::string& name) const;

@@ -1,6 +1,7 @@
 #include "proxy/router/route_table.h"
 
 #include <algorithm>
+#include <atomic>
 
 namespace skiff::router {
 
@@ -46,7 +47,21 @@ std::optional<std::string_view> QueryParam(std::string_view query, std::string_v
   return std::nullopt;
 }
 
+std::atomic<int> g_max_program_size{100};
+
+std::string CheckProgramSize(const RE2& re) {
+  int size = re.ProgramSize();
+  if (size > g_max_program_size.load()) {
+    return "regex \"" + re.pattern() + "\": RE2 program size " + std::to_string(size) +
+           " exceeds the proxy's limit of " + std::to_string(g_max_program_size.load());
+  }
+  return {};
+}
+
 }  // namespace
+
+void SetMaxRegexProgramSize(int size) { g_max_program_size = size; }
+int MaxRegexProgramSize() { return g_max_program_size.load(); }
 
 std::string StringMatcher::Init(const v1::StringMatch& m) {
   ignore_case_ = m.ignore_case();
@@ -66,6 +81,9 @@ std::string StringMatcher::Init(const v1::StringMatch& m) {
       re_ = std::make_unique<RE2>(value_, options);
       if (!re_->ok()) {
         return "invalid RE2 regular expression \"" + value_ + "\": " + re_->error();
+      }
+      if (auto err = CheckProgramSize(*re_); !err.empty()) {
+        return err;
       }
       break;
     }
@@ -211,6 +229,9 @@ bool RouteTable::Init(const v1::RouteTable& proto, std::string* error) {
             if (!r.rewrite_regex->ok()) {
               return fail(".route.rewrite.uri_regex.pattern",
                           "invalid RE2 regular expression: " + r.rewrite_regex->error());
+            }
+            if (auto err = CheckProgramSize(*r.rewrite_regex); !err.empty()) {
+              return fail(".route.rewrite.uri_regex.pattern", err);
             }
           }
           break;

@@ -16,6 +16,11 @@
 
 namespace skiff::router {
 
+// Like Envoy, the proxy refuses regexes whose compiled RE2 program is larger than a limit
+// (default 100), bounding the cost of matching; configs with such regexes are rejected.
+void SetMaxRegexProgramSize(int size);
+int MaxRegexProgramSize();
+
 class StringMatcher {
  public:
   // Returns an error text, or empty on success.
