@@ -1,4 +1,5 @@
 // skiffctl: validate Istio manifests, print the snapshot a proxy group would get, version.
+#include <google/protobuf/arena.h>
 #include <grpcpp/grpcpp.h>
 
 #include <chrono>
@@ -163,7 +164,10 @@ int Translate(const std::vector<std::string>& args) {
   if (status) {
     std::cout << skiff::translate::StatusesToJson(translator.Statuses());
   } else {
-    std::cout << skiff::translate::SnapshotToJson(translator.Build(group));
+    google::protobuf::Arena arena(skiff::translate::SnapshotArenaOptions());
+    auto* snapshot = google::protobuf::Arena::CreateMessage<skiff::v1::Snapshot>(&arena);
+    translator.Build(group, snapshot);
+    std::cout << skiff::translate::SnapshotToJson(*snapshot);
   }
   return loaded.errors.empty() ? 0 : 1;
 }

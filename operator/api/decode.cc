@@ -3,6 +3,8 @@
 #include <yaml-cpp/yaml.h>
 
 #include <cctype>
+#include <cmath>
+#include <limits>
 #include <optional>
 #include <stdexcept>
 
@@ -214,59 +216,90 @@ struct RawDocument {
   int first_line = 0;  // 0-based line of the document's first line in the file
 };
 
-// Splits a YAML stream on "---" separator lines, keeping line numbers, so that one broken
-// document does not hide the others.
-std::vector<RawDocument> SplitDocuments(std::string_view text) {
-  std::vector<RawDocument> docs;
-  RawDocument cur;
-  int line_no = 0;
-  size_t pos = 0;
-  while (pos <= text.size()) {
+// Splits a YAML stream on "---" separator lines, one document at a time and keeping line
+// numbers, so that one broken document does not hide the others.
+class DocumentSplitter {
+ public:
+  explicit DocumentSplitter(std::string_view text) : text_(text) {}
+
+  // The next document (reusing `doc`'s buffer); false after the last one.
+  bool Next(RawDocument* doc) {
+    if (done_) {
+      return false;
+    }
+    doc->text.clear();
+    doc->first_line = first_line_;
+    for (;;) {
+      size_t end = text_.find('\n', pos_);
+      if (end == std::string_view::npos) {
+        end = text_.size();
+      }
+      std::string_view line = text_.substr(pos_, end - pos_);
+      if (IsSeparator(line)) {
+        if (!at_separator_) {  // it starts the next document
+          at_separator_ = true;
+          first_line_ = line_no_;
+          return true;
+        }
+        // "--- {a: 1}" keeps content after the marker on the document's first line.
+        doc->text.append(line.substr(3));
+      } else if (line != "..." && !StartsWith(line, "... ")) {  // "...": document end marker
+        doc->text.append(line);
+      }
+      doc->text.push_back('\n');
+      at_separator_ = false;
+      ++line_no_;
+      if (end == text_.size()) {
+        done_ = true;
+        return true;
+      }
+      pos_ = end + 1;
+    }
+  }
+
+  // How many documents the text holds (an upper bound on the objects, but for Lists).
+  [[nodiscard]] size_t Count() const {
+    size_t n = 1;
+    for (size_t pos = 0; pos < text_.size();) {
+      size_t end = text_.find('\n', pos);
+      if (end == std::string_view::npos) {
+        end = text_.size();
+      }
+      n += IsSeparator(text_.substr(pos, end - pos)) ? 1 : 0;
+      pos = end + 1;
+    }
+    return n;
+  }
+
+ private:
+  static bool IsSeparator(std::string_view line) {
+    return StartsWith(line, "---") &&
+           (line.size() == 3 || line[3] == ' ' || line[3] == '\t' || line[3] == '\r');
+  }
+
+  std::string_view text_;
+  size_t pos_ = 0;
+  int line_no_ = 0;
+  int first_line_ = 0;
+  bool at_separator_ = false;  // pos_ is at the separator line that starts a document
+  bool done_ = false;
+};
+
+bool Blank(std::string_view text) {
+  for (size_t pos = 0; pos < text.size();) {
     size_t end = text.find('\n', pos);
     if (end == std::string_view::npos) {
       end = text.size();
     }
-    std::string_view line = text.substr(pos, end - pos);
-    bool separator = StartsWith(line, "---") &&
-                     (line.size() == 3 || line[3] == ' ' || line[3] == '\t' || line[3] == '\r');
-    if (separator) {
-      docs.push_back(std::move(cur));
-      cur = RawDocument{};
-      // "--- {a: 1}" keeps content after the marker on the document's first line.
-      std::string_view rest = line.substr(3);
-      cur.first_line = line_no;
-      cur.text.append(rest);
-      cur.text.push_back('\n');
-    } else if (line == "..." || StartsWith(line, "... ")) {
-      // document end marker: nothing to keep
-      cur.text.push_back('\n');
-    } else {
-      cur.text.append(line);
-      cur.text.push_back('\n');
-    }
-    ++line_no;
-    if (end == text.size()) {
-      break;
-    }
-    pos = end + 1;
-  }
-  docs.push_back(std::move(cur));
-  return docs;
-}
-
-bool Blank(std::string_view text) {
-  for (const auto& line : Split(text, '\n')) {
-    auto t = Trim(line);
+    auto t = Trim(text.substr(pos, end - pos));
     if (!t.empty() && t[0] != '#') {
       return false;
     }
+    pos = end + 1;
   }
   return true;
 }
 
-}  // namespace
-
-namespace {
 nlohmann::json YamlToJsonAt(std::string_view text, int first_line) {
   try {
     return NodeToJson(YAML::Load(std::string(text)));
@@ -275,26 +308,91 @@ nlohmann::json YamlToJsonAt(std::string_view text, int first_line) {
                              std::to_string(e.mark.column + 1) + ": " + e.msg);
   }
 }
+
+// Gives the values of a parsed JSON document the types the YAML path gives them (integers
+// as signed, integers beyond int64 as doubles). False when the document holds something
+// the YAML path could read differently (a double that over- or underflows, where YAML keeps
+// the text as a string) or nests deeper than yaml-cpp allows: it then goes the YAML way.
+bool NormalizeJsonNumbers(nlohmann::json* root) {
+  constexpr size_t kMaxDepth = 1000;  // yaml-cpp stops at 2000
+  std::vector<std::pair<nlohmann::json*, size_t>> stack = {{root, 0}};
+  while (!stack.empty()) {
+    auto [j, depth] = stack.back();
+    stack.pop_back();
+    switch (j->type()) {
+      case nlohmann::json::value_t::object:
+      case nlohmann::json::value_t::array:
+        if (depth >= kMaxDepth) {
+          return false;
+        }
+        for (auto& child : *j) {
+          stack.emplace_back(&child, depth + 1);
+        }
+        break;
+      case nlohmann::json::value_t::number_unsigned: {
+        auto u = j->get<uint64_t>();
+        if (u <= static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) {
+          *j = static_cast<int64_t>(u);
+        } else {
+          *j = static_cast<double>(u);
+        }
+        break;
+      }
+      case nlohmann::json::value_t::number_float: {
+        double d = j->get<double>();
+        if (!std::isfinite(d) || std::fabs(d) < std::numeric_limits<double>::min()) {
+          return false;  // inf, 0 or subnormal: maybe out of range for YAML
+        }
+        break;
+      }
+      default:
+        break;
+    }
+  }
+  return true;
+}
+
+// A document that is plain JSON (what the Kubernetes API serves) skips the YAML parser.
+// Anything else that starts with '{' (YAML flow style such as {a: 1}, comments, a syntax
+// error) is left to the YAML path, so results and error messages do not change.
+std::optional<nlohmann::json> ParseJsonDocument(std::string_view text) {
+  size_t start = text.find_first_not_of(" \t\r\n");
+  if (start == std::string_view::npos || text[start] != '{') {
+    return std::nullopt;
+  }
+  auto j = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded() || !NormalizeJsonNumbers(&j)) {
+    return std::nullopt;
+  }
+  return j;
+}
+
 }  // namespace
 
 nlohmann::json YamlToJson(std::string_view text) { return YamlToJsonAt(text, 0); }
 
 DecodeResult DecodeDocuments(std::string_view text, const std::string& source) {
   DecodeResult result;
-  auto docs = SplitDocuments(text);
+  DocumentSplitter splitter(text);
+  result.objects.reserve(splitter.Count());
+  RawDocument doc;
   int index = 0;
-  for (const auto& doc : docs) {
+  while (splitter.Next(&doc)) {
     if (Blank(doc.text)) {
       continue;
     }
     ++index;
     std::string origin = source + " document " + std::to_string(index);
     nlohmann::json j;
-    try {
-      j = YamlToJsonAt(doc.text, doc.first_line);  // positions are file positions
-    } catch (const std::exception& e) {
-      result.errors.push_back({origin, e.what()});
-      continue;
+    if (auto parsed = ParseJsonDocument(doc.text)) {
+      j = std::move(*parsed);
+    } else {
+      try {
+        j = YamlToJsonAt(doc.text, doc.first_line);  // positions are file positions
+      } catch (const std::exception& e) {
+        result.errors.push_back({origin, e.what()});
+        continue;
+      }
     }
     if (j.is_null()) {
       continue;
@@ -307,9 +405,9 @@ DecodeResult DecodeDocuments(std::string_view text, const std::string& source) {
     std::vector<std::pair<nlohmann::json, std::string>> items;
     if (j.value("kind", "") == "List" ||
         (j.contains("items") && j["items"].is_array() && EndsWith(j.value("kind", ""), "List"))) {
-      const auto& arr = j["items"];
+      auto& arr = j["items"];
       for (size_t i = 0; i < arr.size(); ++i) {
-        items.emplace_back(arr[i], origin + " items[" + std::to_string(i) + "]");
+        items.emplace_back(std::move(arr[i]), origin + " items[" + std::to_string(i) + "]");
       }
     } else {
       items.emplace_back(std::move(j), origin);

@@ -154,18 +154,24 @@ HeaderOperations DecodeHeaderOperations(const nlohmann::json& j, const std::stri
   return ops;
 }
 
-Headers DecodeHeaders(Reader& parent) {
-  Headers h;
+bool Empty(const HeaderOperations& h) { return h.set.empty() && h.add.empty() && h.remove.empty(); }
+
+// Absent when no operation is set, so that objects without headers carry no Headers.
+Boxed<Headers> DecodeHeaders(Reader& parent) {
   const auto* v = parent.Get("headers");
   if (v == nullptr) {
-    return h;
+    return std::nullopt;
   }
+  Headers h;
   Reader r(*v, parent.Path("headers"), parent.msgs());
   if (const auto* req = r.Get("request")) {
     h.request = DecodeHeaderOperations(*req, r.Path("request"), r.msgs());
   }
   if (const auto* resp = r.Get("response")) {
     h.response = DecodeHeaderOperations(*resp, r.Path("response"), r.msgs());
+  }
+  if (Empty(h.request) && Empty(h.response)) {
+    return std::nullopt;
   }
   return h;
 }
@@ -174,9 +180,11 @@ HTTPMatchRequest DecodeMatch(const nlohmann::json& j, const std::string& path, M
   HTTPMatchRequest m;
   Reader r(j, path, msgs);
   m.name = r.String("name");
-  auto one = [&](std::string_view field, std::optional<StringMatch>* out) {
+  auto one = [&](std::string_view field, auto* out) {  // std::optional or Boxed
     if (const auto* v = r.Get(field)) {
-      *out = DecodeStringMatch(*v, r.Path(field), msgs, /*allow_empty=*/false);
+      if (auto sm = DecodeStringMatch(*v, r.Path(field), msgs, /*allow_empty=*/false)) {
+        *out = std::move(*sm);
+      }
     }
   };
   one("uri", &m.uri);
@@ -359,7 +367,7 @@ HTTPRoute DecodeHttpRoute(const nlohmann::json& j, const std::string& path, Mess
         red.redirect_code != 303 && red.redirect_code != 307 && red.redirect_code != 308) {
       msgs.Error(rr.Path("redirectCode"), "must be one of 301, 302, 303, 307, 308");
     }
-    route.redirect = red;
+    route.redirect = std::move(red);
   }
   if (const auto* v = r.Get("directResponse")) {
     Reader dr(*v, r.Path("directResponse"), msgs);
@@ -375,7 +383,7 @@ HTTPRoute DecodeHttpRoute(const nlohmann::json& j, const std::string& path, Mess
         msgs.Error(br.Path("bytes"), "not supported; use body.string");
       }
     }
-    route.direct_response = resp;
+    route.direct_response = std::move(resp);
   }
   if (const auto* v = r.Get("rewrite")) {
     Reader rw(*v, r.Path("rewrite"), msgs);
@@ -396,7 +404,7 @@ HTTPRoute DecodeHttpRoute(const nlohmann::json& j, const std::string& path, Mess
         msgs.Error(rw.path(), "uri and uriRegexRewrite cannot both be set");
       }
     }
-    route.rewrite = rewrite;
+    route.rewrite = std::move(rewrite);
   }
   if (auto t = r.DurationField("timeout")) {
     route.timeout = t;
@@ -467,7 +475,7 @@ HTTPRoute DecodeHttpRoute(const nlohmann::json& j, const std::string& path, Mess
   return route;
 }
 
-std::optional<TrafficPolicy> DecodeTrafficPolicy(Reader& parent) {
+Boxed<TrafficPolicy> DecodeTrafficPolicy(Reader& parent) {
   const auto* v = parent.Get("trafficPolicy");
   if (v == nullptr) {
     return std::nullopt;
@@ -527,7 +535,7 @@ std::optional<TrafficPolicy> DecodeTrafficPolicy(Reader& parent) {
     }
     lr.Ignore("localityLbSetting");
     lr.Ignore("warmupDurationSecs");
-    tp.load_balancer = lb;
+    tp.load_balancer = std::move(lb);
   }
   if (const auto* cpj = r.Get("connectionPool")) {
     Reader cr(*cpj, r.Path("connectionPool"), msgs);

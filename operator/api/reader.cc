@@ -181,6 +181,7 @@ Labels Reader::StringMap(std::string_view field) {
     msgs_.Error(Path(field), "expected a map of strings, got " + JsonTypeName(*v));
     return out;
   }
+  out.reserve(v->size());
   for (auto it = v->begin(); it != v->end(); ++it) {
     if (!it.value().is_string()) {
       msgs_.Error(Path(field) + "." + it.key(),

@@ -2,18 +2,116 @@
 // Typed Istio (networking.istio.io Gateway, VirtualService, DestinationRule) and core
 // Kubernetes (Service, EndpointSlice, Pod) objects, as decoded from JSON or YAML. Only the
 // fields skiff uses are modelled; unknown fields are reported as warnings by the decoder.
+#include <algorithm>
 #include <chrono>
+#include <compare>
 #include <cstdint>
-#include <map>
+#include <initializer_list>
+#include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
+#include <utility>
 #include <variant>
 #include <vector>
 
 namespace skiff::api {
 
 using Duration = std::chrono::nanoseconds;
-using Labels = std::map<std::string, std::string>;
+
+// A string map sorted by key, in one block: labels, selectors and annotations hold a few
+// entries each, which a std::map would scatter over the heap (one node per entry). It has
+// the part of std::map's interface that skiff uses, and iterates and compares the same.
+class Labels {
+ public:
+  using value_type = std::pair<std::string, std::string>;
+  using const_iterator = std::vector<value_type>::const_iterator;
+
+  Labels() = default;
+  // Of equal keys, the first one counts (as in a std::map).
+  Labels(std::initializer_list<value_type> entries) {
+    for (const auto& [key, value] : entries) {
+      emplace(key, value);
+    }
+  }
+
+  [[nodiscard]] const_iterator begin() const { return entries_.begin(); }
+  [[nodiscard]] const_iterator end() const { return entries_.end(); }
+  [[nodiscard]] size_t size() const { return entries_.size(); }
+  [[nodiscard]] bool empty() const { return entries_.empty(); }
+  [[nodiscard]] const_iterator find(std::string_view key) const {
+    auto it = std::lower_bound(entries_.begin(), entries_.end(), key, KeyLess());
+    return it != entries_.end() && it->first == key ? it : entries_.end();
+  }
+  [[nodiscard]] size_t count(std::string_view key) const { return find(key) == end() ? 0 : 1; }
+
+  // The value of `key`, inserted empty if absent.
+  std::string& operator[](std::string_view key) {
+    auto it = std::lower_bound(entries_.begin(), entries_.end(), key, KeyLess());
+    if (it == entries_.end() || it->first != key) {
+      it = entries_.emplace(it, std::string(key), std::string());
+    }
+    return it->second;
+  }
+  // Inserts `key` unless it is there.
+  std::pair<const_iterator, bool> emplace(std::string key, std::string value) {
+    auto it = std::lower_bound(entries_.begin(), entries_.end(), key, KeyLess());
+    if (it != entries_.end() && it->first == key) {
+      return {it, false};
+    }
+    return {entries_.emplace(it, std::move(key), std::move(value)), true};
+  }
+  void reserve(size_t n) { entries_.reserve(n); }
+
+  bool operator==(const Labels&) const = default;
+  auto operator<=>(const Labels&) const = default;
+
+ private:
+  struct KeyLess {
+    bool operator()(const value_type& entry, std::string_view key) const {
+      return entry.first < key;
+    }
+  };
+  std::vector<value_type> entries_;
+};
+
+// An optional value kept on the heap, for large fields that are rarely set: the structs
+// holding them (and so every Object, whose spec is a variant of them) stay small. Reads
+// like std::optional; copies are deep and comparison is by value.
+template <typename T>
+class Boxed {
+ public:
+  // Implicit, as std::optional's: `field = value;` and `field = std::nullopt;` work.
+  Boxed() = default;
+  Boxed(std::nullopt_t) {}
+  Boxed(T value) : ptr_(std::make_unique<T>(std::move(value))) {}
+  Boxed(const Boxed& o) : ptr_(o.ptr_ ? std::make_unique<T>(*o.ptr_) : nullptr) {}
+  Boxed(Boxed&&) noexcept = default;
+  Boxed& operator=(const Boxed& o) {
+    if (this != &o) {
+      ptr_ = o.ptr_ ? std::make_unique<T>(*o.ptr_) : nullptr;
+    }
+    return *this;
+  }
+  Boxed& operator=(Boxed&&) noexcept = default;
+  ~Boxed() = default;
+
+  [[nodiscard]] bool has_value() const { return ptr_ != nullptr; }
+  explicit operator bool() const { return ptr_ != nullptr; }
+  const T& operator*() const { return *ptr_; }
+  T& operator*() { return *ptr_; }
+  const T* operator->() const { return ptr_.get(); }
+  T* operator->() { return ptr_.get(); }
+  // The value, or nullptr when absent.
+  [[nodiscard]] const T* get() const { return ptr_.get(); }
+
+  friend bool operator==(const Boxed& a, const Boxed& b) {
+    return a.has_value() == b.has_value() && (!a.has_value() || *a == *b);
+  }
+
+ private:
+  std::unique_ptr<T> ptr_;
+};
 
 enum class Kind { kGateway, kVirtualService, kDestinationRule, kService, kEndpointSlice, kPod };
 const char* KindName(Kind kind);
@@ -29,14 +127,15 @@ struct Message {
   bool operator==(const Message&) const = default;
 };
 
+// Fields are in the order translation reads them in (hot first): it reads every object.
 struct ObjectMeta {
   std::string name;
   std::string namespace_;  // "default" when absent
-  std::string uid;
-  std::string resource_version;
   std::string creation_timestamp;
   int64_t generation = 0;
   Labels labels;
+  std::string uid;
+  std::string resource_version;
   Labels annotations;
   bool operator==(const ObjectMeta&) const = default;
 };
@@ -79,13 +178,14 @@ struct RouteDestination {
   Destination destination;
   int64_t weight = 0;
   bool weight_set = false;
-  Headers headers;
+  Boxed<Headers> headers;  // absent when no header operations are set
   bool operator==(const RouteDestination&) const = default;
 };
 
 struct HTTPMatchRequest {
   std::string name;
-  std::optional<StringMatch> uri, scheme, method, authority;
+  std::optional<StringMatch> uri;
+  Boxed<StringMatch> scheme, method, authority;
   std::vector<std::pair<std::string, StringMatch>> headers;
   std::vector<std::pair<std::string, StringMatch>> without_headers;
   std::vector<std::pair<std::string, StringMatch>> query_params;
@@ -166,15 +266,15 @@ struct HTTPRoute {
   std::string name;
   std::vector<HTTPMatchRequest> match;
   std::vector<RouteDestination> route;
-  std::optional<HTTPRedirect> redirect;
-  std::optional<HTTPDirectResponse> direct_response;
-  std::optional<HTTPRewrite> rewrite;
+  Boxed<HTTPRedirect> redirect;
+  Boxed<HTTPDirectResponse> direct_response;
+  Boxed<HTTPRewrite> rewrite;
   std::optional<Duration> timeout;
   std::optional<HTTPRetry> retries;
-  std::optional<HTTPFaultInjection> fault;
+  Boxed<HTTPFaultInjection> fault;
   std::vector<HTTPMirrorPolicy> mirrors;  // `mirror` + `mirrorPercentage` and `mirrors`
-  std::optional<CorsPolicy> cors_policy;
-  Headers headers;
+  Boxed<CorsPolicy> cors_policy;
+  Boxed<Headers> headers;  // absent when no header operations are set
   bool operator==(const HTTPRoute&) const = default;
 };
 
@@ -254,13 +354,13 @@ struct TrafficPolicy {
 struct Subset {
   std::string name;
   Labels labels;
-  std::optional<TrafficPolicy> traffic_policy;
+  Boxed<TrafficPolicy> traffic_policy;
   bool operator==(const Subset&) const = default;
 };
 
 struct DestinationRule {
   std::string host;
-  std::optional<TrafficPolicy> traffic_policy;
+  Boxed<TrafficPolicy> traffic_policy;
   std::vector<Subset> subsets;
   std::vector<std::string> export_to;
   bool operator==(const DestinationRule&) const = default;
@@ -314,11 +414,11 @@ using Spec = std::variant<Gateway, VirtualService, DestinationRule, Service, End
 // any error-level message is invalid and is not translated.
 struct Object {
   Kind kind = Kind::kGateway;
-  std::string api_version;
+  std::vector<Message> messages;  // (next to kind and meta: translation reads them first)
   ObjectMeta meta;
   Spec spec;
+  std::string api_version;
   std::string origin;  // "file.yaml document 2", or "kube" for API objects
-  std::vector<Message> messages;
 
   [[nodiscard]] bool Valid() const;
   [[nodiscard]] std::string Ref() const;  // "VirtualService default/catalog"

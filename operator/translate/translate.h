@@ -2,6 +2,8 @@
 // Translation: a pure, deterministic function from the decoded objects to (a) one snapshot
 // per proxy group and (b) a status for every Istio resource. No I/O, no clock, no
 // Kubernetes client: the same inputs always give byte-identical outputs.
+#include <google/protobuf/arena.h>
+
 #include <map>
 #include <memory>
 #include <string>
@@ -59,13 +61,25 @@ class Translator {
 
   // Status of every Gateway, VirtualService and DestinationRule, sorted by kind/ns/name.
   [[nodiscard]] const std::vector<ResourceStatus>& Statuses() const;
-  // The snapshot for one proxy group.
+  // Fills `snapshot` (clearing it first) with the snapshot for one proxy group. A snapshot
+  // on an arena builds faster and frees at once:
+  //   google::protobuf::Arena arena(SnapshotArenaOptions());
+  //   auto* snapshot = google::protobuf::Arena::CreateMessage<v1::Snapshot>(&arena);
+  //   translator.Build(group, snapshot);
+  void Build(const ProxyGroup& group, skiff::v1::Snapshot* snapshot) const;
+  // The same, returned on the heap (simpler to keep; slower to build for large snapshots).
   [[nodiscard]] skiff::v1::Snapshot Build(const ProxyGroup& group) const;
 
  private:
   std::unique_ptr<Index> index_;
   std::vector<ResourceStatus> statuses_;
 };
+
+// Options for an arena that holds snapshots: its blocks grow to 2 MiB, and blocks that
+// large are backed by transparent huge pages where the system allows it, so that a large
+// snapshot costs a few dozen page faults instead of tens of thousands. Small snapshots
+// stay in small blocks.
+google::protobuf::ArenaOptions SnapshotArenaOptions();
 
 // Resolves a short host ("catalog") to its FQDN in `ns`; hosts with a dot and "*" are kept.
 std::string ResolveHost(const std::string& host, const std::string& ns);

@@ -138,3 +138,54 @@ spec:
   REQUIRE(Errors(o).size() == 1);
   CHECK(Errors(o)[0].rfind("spec.subsets[0].labels.version: expected a string", 0) == 0);
 }
+
+namespace {
+// Decodes `text` the YAML way (no JSON fast path), as one document.
+Object ViaYaml(const std::string& text) {
+  Object o;
+  REQUIRE(skiff::api::DecodeObject(skiff::api::YamlToJson(text), "test.json document 1", &o));
+  return o;
+}
+}  // namespace
+
+TEST_CASE("JSON documents decode exactly as the YAML parser would decode them") {
+  // Numbers at the edges (beyond int64, floats that are integers, negative zero), unicode
+  // escapes, a duplicate key, deep unknown fields: the fast path must not differ.
+  std::string json = R"({"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+    "metadata": {"name": "catalog", "namespace": "shop", "generation": 18446744073709551615,
+                 "labels": {"app": "caf\u00e9"}},
+    "spec": {"hosts": ["catalog"], "hosts": ["catalog", "catalog.example.com"],
+      "x-extra": [[[[{"deep": [1, 2.5, -0, 1e2, -9223372036854775809, true, null]}]]]],
+      "http": [{"route": [{"destination": {"host": "catalog", "port": {"number": 8.0e1}},
+                           "weight": 1e2},
+                          {"destination": {"host": "catalog", "port": {"number": 81}},
+                           "weight": -0}],
+                "retries": {"attempts": 9223372036854775807, "retryOn": "5xx"},
+                "timeout": "10s"}]}})";
+  auto r = DecodeDocuments(json, "test.json");
+  REQUIRE(r.errors.empty());
+  REQUIRE(r.objects.size() == 1);
+  Object yaml = ViaYaml(json);
+  CHECK(r.objects[0] == yaml);
+  CHECK(r.objects[0].messages == yaml.messages);
+  CHECK(!r.objects[0].messages.empty());  // the bad generation and the unknown field
+}
+
+TEST_CASE("documents that only look like JSON still decode as YAML, errors included") {
+  // YAML flow style starts with '{' too.
+  auto o = One("{apiVersion: v1, kind: Service, metadata: {name: a}, spec: {ports: [{port: 80}]}}");
+  CHECK(o.kind == Kind::kService);
+  CHECK(o.Valid());
+  // A broken JSON document is reported as the YAML parser reports it.
+  std::string broken = R"({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "a"})";
+  auto r = DecodeDocuments(broken, "x.json");
+  REQUIRE(r.errors.size() == 1);
+  std::string yaml_error;
+  try {
+    skiff::api::YamlToJson(broken + "\n");  // a document ends with its line's end
+  } catch (const std::exception& e) {
+    yaml_error = e.what();
+  }
+  CHECK(!yaml_error.empty());
+  CHECK(r.errors[0].text == yaml_error);
+}
