@@ -21,6 +21,7 @@
 #include "proxy/config/bootstrap.h"
 #include "proxy/config/config.h"
 #include "proxy/server/worker.h"
+#include "proxy/upstream/cluster_state.h"
 #include "proxy/xds/client.h"
 
 namespace {
@@ -298,6 +299,11 @@ int main(int argc, char** argv) {
             add("upstream_rq_pool_reused", s.upstream_rq_reused);
             add("no_route", s.no_route);
             add("no_healthy_upstream", s.no_healthy_upstream);
+            add("fault_delays_injected", s.fault_delays_injected);
+            add("fault_aborts_injected", s.fault_aborts_injected);
+            add("mirror_requests_total", s.mirror_requests_total);
+            add("mirror_requests_skipped", s.mirror_requests_skipped);
+            add("mirror_requests_failed", s.mirror_requests_failed);
           }
           totals["config_version"] = config ? config->version() : 0;
           if (xds_client != nullptr) {
@@ -310,6 +316,36 @@ int main(int argc, char** argv) {
             r.body += prom ? "skiff_" + name + " " + std::to_string(v) + "\n"
                            : name + ": " + std::to_string(v) + "\n";
           }
+          // Per-cluster circuit breakers, retries, timeouts and outlier detection, with
+          // Envoy's stat names.
+          skiff::upstream::ClusterStateRegistry::Default().ForEach(
+              [&](const std::string& cluster, const skiff::upstream::ClusterState& c) {
+                auto emit = [&](const char* name, int64_t v) {
+                  if (prom) {
+                    r.body += std::string("skiff_cluster_") + name + "{cluster=\"" + cluster +
+                              "\"} " + std::to_string(v) + "\n";
+                  } else {
+                    r.body += "cluster." + cluster + "." + name + ": " + std::to_string(v) + "\n";
+                  }
+                };
+                auto get = [](const auto& a) { return static_cast<int64_t>(a.load()); };
+                emit("upstream_cx_active", get(c.cx_active));
+                emit("upstream_rq_active", get(c.rq_active));
+                emit("upstream_rq_pending_active", get(c.rq_pending_active));
+                emit("upstream_rq_total", get(c.upstream_rq_total));
+                emit("upstream_rq_retry", get(c.upstream_rq_retry));
+                emit("upstream_rq_retry_success", get(c.upstream_rq_retry_success));
+                emit("upstream_rq_retry_limit_exceeded", get(c.upstream_rq_retry_limit_exceeded));
+                emit("upstream_rq_retry_overflow", get(c.upstream_rq_retry_overflow));
+                emit("upstream_rq_timeout", get(c.upstream_rq_timeout));
+                emit("upstream_rq_per_try_timeout", get(c.upstream_rq_per_try_timeout));
+                emit("upstream_rq_pending_overflow", get(c.upstream_rq_pending_overflow));
+                emit("upstream_cx_overflow", get(c.upstream_cx_overflow));
+                emit("upstream_cx_connect_fail", get(c.upstream_cx_connect_fail));
+                emit("outlier_detection_ejections_active", get(c.ejections_active));
+                emit("outlier_detection_ejections_enforced_total",
+                     get(c.outlier_ejections_enforced_total));
+              });
         } else {
           r.status = 404;
           r.body = "not found: " + path + "\n";

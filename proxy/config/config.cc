@@ -33,6 +33,16 @@ std::shared_ptr<const Config> Config::Build(v1::Snapshot snapshot,
     cluster->proto = &c;
     cluster->name = c.name();
     cluster->policy = c.load_balancer().policy();
+    cluster->state = upstream::ClusterStateRegistry::Default().Get(c.name());
+    cluster->outlier_detection =
+        c.has_outlier_detection() && (c.outlier_detection().consecutive_5xx_errors() > 0 ||
+                                      c.outlier_detection().consecutive_gateway_errors() > 0);
+    const auto& pool = c.connection_pool();
+    cluster->max_connections = pool.max_connections();
+    cluster->max_pending_requests = pool.max_pending_requests();
+    cluster->max_requests = pool.max_requests();
+    cluster->max_retries = pool.max_retries();
+    cluster->max_requests_per_connection = pool.max_requests_per_connection();
     if (!cfg->clusters_.emplace(c.name(), std::move(cluster)).second) {
       *error = "clusters[" + std::to_string(i) + "]: duplicate cluster \"" + c.name() + "\"";
       return nullptr;
@@ -68,6 +78,8 @@ std::shared_ptr<const Config> Config::Build(v1::Snapshot snapshot,
       e.port = static_cast<uint16_t>(ep.port());
       e.key = ep.address() + ":" + std::to_string(ep.port());
       e.proto = &ep;
+      e.health =
+          upstream::ClusterStateRegistry::Default().GetEndpoint(it->second->state.get(), e.key);
       it->second->endpoints.push_back(std::move(e));
     }
   }

@@ -211,6 +211,20 @@ bool RouteTable::Init(const v1::RouteTable& proto, std::string* error) {
         r.query_params.emplace_back(m.query_params(i).name(), std::move(sm));
       }
       r.port = m.port();
+      if (rp.has_fault()) {
+        const auto& f = rp.fault();
+        if (f.has_delay() && (f.delay().percentage() < 0 || f.delay().percentage() > 100)) {
+          return fail(".fault.delay.percentage", "must be within 0-100");
+        }
+        if (f.has_abort()) {
+          if (f.abort().percentage() < 0 || f.abort().percentage() > 100) {
+            return fail(".fault.abort.percentage", "must be within 0-100");
+          }
+          if (f.abort().http_status() < 200 || f.abort().http_status() > 599) {
+            return fail(".fault.abort.http_status", "must be within 200-599");
+          }
+        }
+      }
       switch (rp.action_case()) {
         case v1::Route::kRoute: {
           const auto& action = rp.route();
@@ -222,6 +236,19 @@ bool RouteTable::Init(const v1::RouteTable& proto, std::string* error) {
           }
           if (r.total_weight == 0) {
             return fail(".route.clusters", "weights sum to 0");
+          }
+          r.retry = policy::RetryPolicy(action.retry_policy());
+          if (action.has_timeout()) {
+            auto ms = policy::ToMillis(action.timeout());
+            if (ms.count() > 0) {
+              r.timeout = ms;
+            }
+          }
+          for (int i = 0; i < action.mirrors_size(); ++i) {
+            if (action.mirrors(i).percentage() < 0 || action.mirrors(i).percentage() > 100) {
+              return fail(".route.mirrors[" + std::to_string(i) + "].percentage",
+                          "must be within 0-100");
+            }
           }
           if (action.rewrite().has_uri_regex()) {
             r.rewrite_regex =

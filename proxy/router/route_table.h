@@ -12,6 +12,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "proxy/policy/retry_policy.h"
 #include "skiff/v1/config.pb.h"
 
 namespace skiff::router {
@@ -64,6 +65,8 @@ struct Route {
   uint32_t port = 0;
   std::unique_ptr<RE2> rewrite_regex;
   uint32_t total_weight = 0;
+  policy::RetryPolicy retry;
+  std::optional<std::chrono::milliseconds> timeout;  // unset: no overall timeout
 
   [[nodiscard]] bool Matches(const RequestView& req) const;
 };

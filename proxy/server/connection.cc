@@ -9,6 +9,7 @@
 
 #include "proxy/net/socket.h"
 #include "proxy/server/worker.h"
+#include "proxy/upstream/cluster_state.h"
 
 namespace skiff::proxy {
 
@@ -270,10 +271,21 @@ bool Buffer::WriteTo(int fd) {
 
 // ---- UpstreamConnection ------------------------------------------------------------------
 
-UpstreamConnection::UpstreamConnection(Worker* worker, int fd, std::string key)
-    : worker_(worker), fd_(fd), key_(std::move(key)) {}
+UpstreamConnection::UpstreamConnection(Worker* worker, int fd, std::string key,
+                                       std::shared_ptr<upstream::ClusterState> cluster)
+    : worker_(worker), fd_(fd), key_(std::move(key)), cluster_(std::move(cluster)) {
+  cluster_->cx_active.fetch_add(1, std::memory_order_relaxed);
+}
+
+void UpstreamConnection::Uncount() {
+  if (counted_) {
+    counted_ = false;
+    cluster_->cx_active.fetch_sub(1, std::memory_order_relaxed);
+  }
+}
 
 UpstreamConnection::~UpstreamConnection() {
+  Uncount();
   timer_.Cancel();
   worker_->loop().Remove(fd_);
   ::close(fd_);
@@ -324,6 +336,7 @@ ServerConnection::ServerConnection(Worker* worker, int fd, const ListenerConfig&
 }
 
 ServerConnection::~ServerConnection() {
+  EndExchangeState();
   timer_.Cancel();
   if (upstream_ != nullptr) {
     delete upstream_;
@@ -356,6 +369,7 @@ void ServerConnection::CloseSoon() {
   if (upstream_ != nullptr) {
     ReleaseUpstream(false);
   }
+  EndExchangeState();
   worker_->loop().Remove(fd_);
   Worker* w = worker_;
   w->loop().Defer([w, self = this] { w->Closed(self); });
@@ -371,8 +385,9 @@ void ServerConnection::UpdateInterest() {
   if (upstream_ != nullptr && upstream_->out_.size() > worker_->options().max_buffer_bytes) {
     want_read = false;
   }
-  if (stage_ == Stage::kProxying && request_done_) {
-    want_read = in_.size() < worker_->options().max_buffer_bytes;  // pipelined bytes
+  if (stage_ == Stage::kProxying && (request_done_ || upstream_ == nullptr)) {
+    // Pipelined bytes, or body bytes while waiting (fault delay, back-off, pool queue).
+    want_read = in_.size() < worker_->options().max_buffer_bytes;
   }
   uint32_t ev =
       EPOLLRDHUP | (want_read ? uint32_t{EPOLLIN} : 0u) | (out_.empty() ? 0u : uint32_t{EPOLLOUT});
@@ -516,7 +531,8 @@ void ServerConnection::CountResponse(int status) {
 
 void ServerConnection::SendLocalReply(int status, std::string_view body, const char* flag,
                                       bool close, std::string_view extra_headers) {
-  (void)flag;
+  AddFlag(flag);
+  response_status_ = status;
   CountResponse(status);
   if (close) {
     close_after_response_ = true;
@@ -546,6 +562,31 @@ void ServerConnection::SendLocalReply(int status, std::string_view body, const c
   FinishExchange();
 }
 
+void ServerConnection::AddFlag(const char* flag) {
+  if (flag == nullptr || flag[0] == '\0' || (flag[0] == '-' && flag[1] == '\0')) {
+    return;
+  }
+  std::string_view f(flag);
+  // Already there?
+  size_t pos = 0;
+  while (pos <= flags_.size()) {
+    size_t comma = flags_.find(',', pos);
+    std::string_view item = std::string_view(flags_).substr(
+        pos, comma == std::string::npos ? std::string::npos : comma - pos);
+    if (item == f) {
+      return;
+    }
+    if (comma == std::string::npos) {
+      break;
+    }
+    pos = comma + 1;
+  }
+  if (!flags_.empty()) {
+    flags_ += ',';
+  }
+  flags_ += f;
+}
+
 void ServerConnection::OnRequestHead(size_t head_bytes) {
   const http::RequestHead& req = parser_.head();
   config_ = worker_->config();
@@ -555,6 +596,16 @@ void ServerConnection::OnRequestHead(size_t head_bytes) {
   response_status_ = 0;
   route_proto_ = nullptr;
   target_proto_ = nullptr;
+  flags_.clear();
+  attempts_ = 0;
+  retries_left_ = 0;
+  previous_endpoint_ = nullptr;
+  replay_.Clear();
+  replay_enabled_ = false;
+  replay_overflow_ = false;
+  mirrors_.clear();
+  response_head_sent_ = false;
+  response_started_ = false;
 
   // Body framing of the request.
   request_chunked_ = req.chunked;
@@ -563,6 +614,41 @@ void ServerConnection::OnRequestHead(size_t head_bytes) {
   request_done_ = !request_has_body_;
   request_chunks_.Reset();
   stage_ = Stage::kProxying;
+
+  auto reject = [&](int status, std::string_view body, const char* flag,
+                    std::string_view extra = {}) {
+    // The request body (if any) was not read: the connection cannot be reused.
+    in_.Consume(head_bytes);
+    SendLocalReply(status, body, flag, request_has_body_, extra);
+  };
+
+  // An absolute-form target (clients using the proxy as their HTTP proxy) carries the
+  // authority, which replaces Host (RFC 9112 3.2.2); upstream gets the origin form.
+  target_ = req.target;
+  authority_ = req.host;
+  absolute_form_ = false;
+  if (target_.size() >= 7 && http::EqualsIgnoreCase(target_.substr(0, 7), "http://")) {
+    std::string_view rest = target_.substr(7);
+    size_t end = rest.find_first_of("/?");
+    authority_ = rest.substr(0, end);
+    if (authority_.empty() || authority_.find('@') != std::string_view::npos) {
+      reject(400, "invalid absolute-form request target", "-");
+      return;
+    }
+    absolute_form_ = true;
+    if (end == std::string_view::npos) {
+      target_ = "/";
+    } else if (rest[end] == '?') {
+      target_storage_.assign(1, '/');
+      target_storage_.append(rest.data() + end, rest.size() - end);
+      target_ = target_storage_;
+    } else {
+      target_ = rest.substr(end);
+    }
+  } else if (!target_.empty() && target_.front() != '/' && target_ != "*") {
+    reject(400, "unsupported request target form", "-");
+    return;
+  }
 
   const ListenerConfig* listener = nullptr;
   if (config_ != nullptr) {
@@ -573,18 +659,12 @@ void ServerConnection::OnRequestHead(size_t head_bytes) {
       }
     }
   }
-  auto reject = [&](int status, std::string_view body, const char* flag,
-                    std::string_view extra = {}) {
-    // The request body (if any) was not read: the connection cannot be reused.
-    in_.Consume(head_bytes);
-    SendLocalReply(status, body, flag, request_has_body_, extra);
-  };
   if (listener == nullptr) {
     worker_->mutable_stats().no_route.fetch_add(1, std::memory_order_relaxed);
     reject(404, "", "NR");
     return;
   }
-  std::string_view target = req.target;
+  std::string_view target = target_;
   std::string_view path = target;
   std::string_view query;
   if (auto q = target.find('?'); q != std::string_view::npos) {
@@ -604,10 +684,10 @@ void ServerConnection::OnRequestHead(size_t head_bytes) {
   view.path = path;
   view.query = query;
   view.scheme = "http";
-  view.authority = req.host;
+  view.authority = authority_;
   view.port = listener->port;
   view.header = &header_fn;
-  const router::VirtualHost* vh = listener->route_table->FindVirtualHost(req.host);
+  const router::VirtualHost* vh = listener->route_table->FindVirtualHost(authority_);
   const router::Route* route = nullptr;
   if (vh != nullptr) {
     for (const auto& r : vh->routes) {
@@ -632,14 +712,14 @@ void ServerConnection::OnRequestHead(size_t head_bytes) {
     const auto& red = rp.redirect();
     std::string location = red.scheme().empty() ? "http" : red.scheme();
     location += "://";
-    std::string_view host = red.authority().empty() ? router::HostWithoutPort(req.host)
+    std::string_view host = red.authority().empty() ? router::HostWithoutPort(authority_)
                                                     : std::string_view(red.authority());
     location.append(host.data(), host.size());
     if (red.port() != 0) {
       location += ':';
       location += std::to_string(red.port());
-    } else if (red.authority().empty() && host.size() != req.host.size()) {
-      location.append(req.host.substr(host.size()));  // keep ":port"
+    } else if (red.authority().empty() && host.size() != authority_.size()) {
+      location.append(authority_.substr(host.size()));  // keep ":port"
     }
     if (red.uri().empty()) {
       location.append(target.data(), target.size());
@@ -668,7 +748,7 @@ void ServerConnection::OnRequestHead(size_t head_bytes) {
     }
   }
   const upstream::Cluster* cluster = config_->FindCluster(target_cluster->cluster());
-  if (cluster == nullptr || cluster->endpoints.empty()) {
+  if (cluster == nullptr) {
     worker_->mutable_stats().no_healthy_upstream.fetch_add(1, std::memory_order_relaxed);
     reject(503, "no healthy upstream", "UH");
     return;
@@ -676,71 +756,14 @@ void ServerConnection::OnRequestHead(size_t head_bytes) {
   StartUpstream(*cluster, rp, *target_cluster, *route, head_bytes);
 }
 
-void ServerConnection::StartUpstream(const upstream::Cluster& cluster, const v1::Route& route,
-                                     const v1::WeightedCluster& target,
-                                     const router::Route& compiled, size_t head_bytes) {
+void ServerConnection::BuildUpstreamHead(const v1::Route& route, const v1::WeightedCluster& target,
+                                         const router::Route& compiled) {
   const http::RequestHead& req = parser_.head();
-  target_proto_ = &target;
-  // Load balancing.
-  size_t idx = 0;
-  size_t n = cluster.endpoints.size();
-  switch (cluster.policy) {
-    case v1::LoadBalancer::RANDOM:
-      idx = worker_->NextRandom() % n;
-      break;
-    case v1::LoadBalancer::LEAST_REQUEST: {
-      // Power of two choices.
-      size_t a = worker_->NextRandom() % n;
-      size_t b = worker_->NextRandom() % n;
-      idx = worker_->ActiveRequests(cluster.endpoints[a].key) <=
-                    worker_->ActiveRequests(cluster.endpoints[b].key)
-                ? a
-                : b;
-      break;
-    }
-    case v1::LoadBalancer::CONSISTENT_HASH: {
-      const auto& ch = cluster.proto->load_balancer().consistent_hash();
-      std::string_view key;
-      if (ch.has_http_header_name()) {
-        if (const auto* h = req.Find(ch.http_header_name())) {
-          key = h->value;
-        }
-      } else if (ch.has_use_source_ip()) {
-        key = peer_;
-      } else if (ch.has_http_cookie()) {
-        if (const auto* h = req.Find("cookie")) {
-          std::string_view c = h->value;
-          std::string needle = ch.http_cookie().name() + "=";
-          size_t pos = c.find(needle);
-          if (pos != std::string_view::npos) {
-            c.remove_prefix(pos + needle.size());
-            key = c.substr(0, c.find(';'));
-          }
-        }
-      } else if (ch.has_http_query_parameter_name()) {
-        std::string_view t = req.target;
-        std::string needle = ch.http_query_parameter_name() + "=";
-        size_t pos = t.find(needle);
-        if (pos != std::string_view::npos) {
-          t.remove_prefix(pos + needle.size());
-          key = t.substr(0, t.find('&'));
-        }
-      }
-      idx = key.empty() ? worker_->NextRandom() % n : cluster.RingLookup(upstream::Hash64(key));
-      break;
-    }
-    default:
-      idx = worker_->NextRoundRobin(&cluster) % n;
-      break;
-  }
-  endpoint_ = &cluster.endpoints[idx];
-
-  // The upstream request head.
   std::string& out = upstream_request_head_;
   out.clear();
-  out.reserve(512 + in_.size());
+  out.reserve(512 + req.target.size() + req.headers.size() * 48);
   const auto& action = route.route();
-  std::string_view path = req.target;
+  std::string_view path = target_;
   std::string_view query;
   if (auto q = path.find('?'); q != std::string_view::npos) {
     query = path.substr(q);
@@ -770,7 +793,7 @@ void ServerConnection::StartUpstream(const upstream::Cluster& cluster, const v1:
     out += p;
     out.append(query.data(), query.size());
   } else {
-    out.append(req.target.data(), req.target.size());
+    out.append(target_.data(), target_.size());
   }
   out += " HTTP/1.1\r\n";
   const v1::HeaderOperations* route_ops =
@@ -781,7 +804,13 @@ void ServerConnection::StartUpstream(const upstream::Cluster& cluster, const v1:
   const http::Header* connection = req.Find("connection");
   std::string_view xff;
   bool has_request_id = false;
-  bool rewrite_host = action.has_rewrite() && !action.rewrite().authority().empty();
+  std::string_view host_override;
+  if (action.has_rewrite() && !action.rewrite().authority().empty()) {
+    host_override = action.rewrite().authority();
+  } else if (absolute_form_) {
+    host_override = authority_;
+  }
+  host_value_len_ = 0;
   for (const auto& h : req.headers) {
     if (IsHopByHop(h.name) || ListedInConnection(connection, h.name)) {
       continue;
@@ -793,7 +822,8 @@ void ServerConnection::StartUpstream(const upstream::Cluster& cluster, const v1:
     if (IEquals(h.name, "x-forwarded-proto")) {
       continue;
     }
-    if (rewrite_host && IEquals(h.name, "host")) {
+    bool is_host = IEquals(h.name, "host");
+    if (is_host && !host_override.empty()) {
       continue;
     }
     if (Overridden(h.name, route_ops, target_ops)) {
@@ -802,10 +832,16 @@ void ServerConnection::StartUpstream(const upstream::Cluster& cluster, const v1:
     if (IEquals(h.name, "x-request-id")) {
       has_request_id = true;
     }
+    if (is_host) {
+      host_value_pos_ = out.size() + h.name.size() + 2;
+      host_value_len_ = h.value.size();
+    }
     AppendHeader(&out, h.name, h.value);
   }
-  if (rewrite_host) {
-    AppendHeader(&out, "host", action.rewrite().authority());
+  if (!host_override.empty()) {
+    host_value_pos_ = out.size() + 6;
+    host_value_len_ = host_override.size();
+    AppendHeader(&out, "host", host_override);
   }
   AppendOps(&out, route_ops);
   AppendOps(&out, target_ops);
@@ -827,42 +863,272 @@ void ServerConnection::StartUpstream(const upstream::Cluster& cluster, const v1:
     AppendHeader(&out, "content-length", std::to_string(*req.content_length));
   }
   out += "\r\n";
+}
+
+void ServerConnection::StartUpstream(const upstream::Cluster& cluster, const v1::Route& route,
+                                     const v1::WeightedCluster& target,
+                                     const router::Route& compiled, size_t head_bytes) {
+  const http::RequestHead& req = parser_.head();
+  target_proto_ = &target;
+  cluster_ = &cluster;
+  compiled_route_ = &compiled;
+  BuildUpstreamHead(route, target, compiled);
   if (req.expect_continue && request_has_body_) {
     out_.Append("HTTP/1.1 100 Continue\r\n\r\n");
   }
   // The head's views into in_ are not used past this point.
   in_.Consume(head_bytes);
+  target_ = {};
+  authority_ = {};
 
-  // A pooled connection, or a new one.
+  // Mirrors chosen now (fire-and-forget copies, sent once the request is complete).
+  for (const auto& m : route.route().mirrors()) {
+    if (!policy::Roll(m.percentage(), worker_->NextRandom())) {
+      continue;
+    }
+    if (const auto* mc = config_->FindCluster(m.cluster()); mc != nullptr) {
+      mirrors_.push_back(mc);
+    }
+  }
+  retries_left_ = compiled.retry.enabled() ? compiled.retry.num_retries() : 0;
+  replay_enabled_ = request_has_body_ && (retries_left_ > 0 || !mirrors_.empty());
+
+  // Fault injection (Envoy's fault filter runs before the router): a delay, then an abort.
+  fault_abort_status_ = 0;
+  if (route.has_fault()) {
+    const auto& f = route.fault();
+    if (f.has_abort() && policy::Roll(f.abort().percentage(), worker_->NextRandom())) {
+      fault_abort_status_ = static_cast<int>(f.abort().http_status());
+    }
+    if (f.has_delay() && f.delay().has_fixed_delay() &&
+        policy::Roll(f.delay().percentage(), worker_->NextRandom())) {
+      auto delay = policy::ToMillis(f.delay().fixed_delay());
+      if (delay.count() > 0) {
+        worker_->mutable_stats().fault_delays_injected.fetch_add(1, std::memory_order_relaxed);
+        AddFlag("DI");
+        wait_timer_.SetCallback([this] { AfterFaultDelay(); });
+        worker_->loop().Schedule(&wait_timer_, delay);
+        Flush();
+        return;
+      }
+    }
+  }
+  AfterFaultDelay();
+}
+
+void ServerConnection::AfterFaultDelay() {
+  if (fault_abort_status_ != 0) {
+    worker_->mutable_stats().fault_aborts_injected.fetch_add(1, std::memory_order_relaxed);
+    int status = fault_abort_status_;
+    fault_abort_status_ = 0;
+    mirrors_.clear();
+    SendLocalReply(status, "fault filter abort", "FI", !request_done_);
+    return;
+  }
+  auto* state = cluster_->state.get();
+  state->upstream_rq_total.fetch_add(1, std::memory_order_relaxed);
+  // Circuit breaker on requests in flight to the cluster.
+  if (cluster_->max_requests != 0 &&
+      state->rq_active.load(std::memory_order_relaxed) >= cluster_->max_requests) {
+    state->upstream_rq_pending_overflow.fetch_add(1, std::memory_order_relaxed);
+    mirrors_.clear();
+    SendLocalReply(
+        503, "upstream connect error or disconnect/reset before headers. reset reason: overflow",
+        "UO", !request_done_);
+    return;
+  }
+  state->rq_active.fetch_add(1, std::memory_order_relaxed);
+  counted_rq_active_ = true;
+  if (compiled_route_->timeout) {
+    route_timer_.SetCallback([this] { OnRouteTimeout(); });
+    worker_->loop().Schedule(&route_timer_, *compiled_route_->timeout);
+  }
+  StartAttempt();
+}
+
+const upstream::Endpoint* ServerConnection::PickEndpoint() {
+  const upstream::Cluster& cluster = *cluster_;
+  const http::RequestHead& req = parser_.head();
+  size_t n = cluster.endpoints.size();
+  if (n == 0) {
+    return nullptr;
+  }
+  size_t idx = 0;
+  switch (cluster.policy) {
+    case v1::LoadBalancer::RANDOM:
+      idx = worker_->NextRandom() % n;
+      break;
+    case v1::LoadBalancer::LEAST_REQUEST: {
+      // Power of two choices.
+      size_t a = worker_->NextRandom() % n;
+      size_t b = worker_->NextRandom() % n;
+      idx = worker_->ActiveRequests(cluster.endpoints[a].key) <=
+                    worker_->ActiveRequests(cluster.endpoints[b].key)
+                ? a
+                : b;
+      break;
+    }
+    case v1::LoadBalancer::CONSISTENT_HASH: {
+      // Only on the first try: the head's views are gone after it.
+      std::string_view key;
+      if (attempts_ <= 1) {
+        const auto& ch = cluster.proto->load_balancer().consistent_hash();
+        if (ch.has_http_header_name()) {
+          if (const auto* h = req.Find(ch.http_header_name())) {
+            key = h->value;
+          }
+        } else if (ch.has_use_source_ip()) {
+          key = peer_;
+        } else if (ch.has_http_cookie()) {
+          if (const auto* h = req.Find("cookie")) {
+            std::string_view c = h->value;
+            std::string needle = ch.http_cookie().name() + "=";
+            size_t pos = c.find(needle);
+            if (pos != std::string_view::npos) {
+              c.remove_prefix(pos + needle.size());
+              key = c.substr(0, c.find(';'));
+            }
+          }
+        } else if (ch.has_http_query_parameter_name()) {
+          std::string_view t = req.target;
+          std::string needle = ch.http_query_parameter_name() + "=";
+          size_t pos = t.find(needle);
+          if (pos != std::string_view::npos) {
+            t.remove_prefix(pos + needle.size());
+            key = t.substr(0, t.find('&'));
+          }
+        }
+      }
+      idx = key.empty() ? worker_->NextRandom() % n : cluster.RingLookup(upstream::Hash64(key));
+      break;
+    }
+    default:
+      idx = worker_->NextRoundRobin(&cluster) % n;
+      break;
+  }
+  // Ejected endpoints are out of the pool; a retry prefers an endpoint it has not tried
+  // (Istio's previous_hosts predicate).
+  int64_t now = cluster.outlier_detection ? upstream::SteadyNowMs() : 0;
+  auto usable = [&](size_t i) {
+    return !cluster.outlier_detection ||
+           !upstream::IsEjected(cluster.state.get(), cluster.endpoints[i].health.get(), now);
+  };
+  const upstream::Endpoint* fallback = nullptr;
+  for (size_t k = 0; k < n; ++k) {
+    size_t i = (idx + k) % n;
+    if (!usable(i)) {
+      continue;
+    }
+    if (&cluster.endpoints[i] == previous_endpoint_ && n > 1) {
+      fallback = &cluster.endpoints[i];
+      continue;
+    }
+    return &cluster.endpoints[i];
+  }
+  return fallback;
+}
+
+void ServerConnection::StartAttempt() {
+  ++attempts_;
+  endpoint_ = PickEndpoint();
+  if (endpoint_ == nullptr) {
+    worker_->mutable_stats().no_healthy_upstream.fetch_add(1, std::memory_order_relaxed);
+    SendLocalReply(503, "no healthy upstream", "UH", !request_done_);
+    return;
+  }
+  previous_endpoint_ = endpoint_;
+  if (auto per_try = compiled_route_->retry.per_try_timeout()) {
+    try_timer_.SetCallback([this] {
+      AttemptFailed(policy::TryFailure::kPerTryTimeout, "UT", "upstream request timeout");
+    });
+    worker_->loop().Schedule(&try_timer_, *per_try);
+  }
+  AcquireConnection();
+}
+
+void ServerConnection::AcquireConnection() {
+  auto* state = cluster_->state.get();
   UpstreamConnection* conn = worker_->AcquireIdle(endpoint_->key);
   if (conn != nullptr) {
     worker_->mutable_stats().upstream_rq_reused.fetch_add(1, std::memory_order_relaxed);
+    if (conn->cluster_ != cluster_->state) {
+      // Pools are per endpoint and survive config swaps; the slot moves to this cluster.
+      conn->Uncount();
+      conn->cluster_ = cluster_->state;
+      conn->cluster_->cx_active.fetch_add(1, std::memory_order_relaxed);
+      conn->counted_ = true;
+    }
+    conn->max_requests_ = cluster_->max_requests_per_connection;
     upstream_ = conn;
     upstream_->SetOwner(this);
+  } else if (cluster_->max_connections != 0 &&
+             state->cx_active.load(std::memory_order_relaxed) >= cluster_->max_connections) {
+    // Every connection slot is taken: wait for one, unless the queue is full too.
+    if (!pending_) {
+      if (cluster_->max_pending_requests != 0 &&
+          state->rq_pending_active.load(std::memory_order_relaxed) >=
+              cluster_->max_pending_requests) {
+        state->upstream_rq_pending_overflow.fetch_add(1, std::memory_order_relaxed);
+        endpoint_ = nullptr;
+        mirrors_.clear();
+        SendLocalReply(
+            503,
+            "upstream connect error or disconnect/reset before headers. reset reason: overflow",
+            "UO", !request_done_);
+        return;
+      }
+      state->upstream_cx_overflow.fetch_add(1, std::memory_order_relaxed);
+      pending_ = true;
+      state->rq_pending_active.fetch_add(1, std::memory_order_relaxed);
+      worker_->AddPending(state, this);
+    }
+    UpdateInterest();
+    return;
   } else if (!ConnectUpstream(*endpoint_)) {
-    endpoint_ = nullptr;
-    SendLocalReply(503, "upstream connect error or disconnect/reset before headers", "UF",
-                   !request_done_);
+    AttemptFailed(policy::TryFailure::kConnectFailure, "UF",
+                  "upstream connect error or disconnect/reset before headers. reset reason: "
+                  "connection failure");
     return;
   }
-  if (cluster.policy == v1::LoadBalancer::LEAST_REQUEST) {
+  if (pending_) {
+    pending_ = false;
+    state->rq_pending_active.fetch_sub(1, std::memory_order_relaxed);
+    worker_->RemovePending(state, this);
+  }
+  if (cluster_->policy == v1::LoadBalancer::LEAST_REQUEST) {
     active_requests_ = &worker_->ActiveRequests(endpoint_->key);
     ++*active_requests_;
   }
+  SendToUpstream(attempts_ > 1);
+}
+
+void ServerConnection::OnPoolReady() {
+  if (closed_ || !pending_ || endpoint_ == nullptr || cluster_ == nullptr) {
+    return;
+  }
+  AcquireConnection();
+}
+
+void ServerConnection::SendToUpstream(bool replay) {
+  ++upstream_->requests_;
   upstream_->out_.Append(upstream_request_head_);
+  if (replay && !replay_.empty()) {
+    upstream_->out_.Append(replay_.view());
+  }
   response_parser_.Reset();
   response_chunks_.Reset();
   response_started_ = false;
   response_head_sent_ = false;
   dechunk_for_client_ = false;
   if (!request_has_body_) {
-    request_done_ = true;
-  } else {
+    MarkRequestDone();
+  } else if (!request_done_) {
     ForwardRequestBody();
   }
   if (upstream_ != nullptr && upstream_->connected_) {
     if (!upstream_->out_.WriteTo(upstream_->fd_)) {
-      UpstreamFailed("UC", "upstream connect error or disconnect/reset before headers");
+      AttemptFailed(policy::TryFailure::kReset, "UC",
+                    "upstream connect error or disconnect/reset before headers");
       return;
     }
   }
@@ -870,6 +1136,41 @@ void ServerConnection::StartUpstream(const upstream::Cluster& cluster, const v1:
     upstream_->UpdateInterest(true, !upstream_->out_.empty() || !upstream_->connected_);
   }
   Flush();
+}
+
+void ServerConnection::MarkRequestDone() {
+  request_done_ = true;
+  if (!mirrors_.empty()) {
+    LaunchMirrors();
+  }
+}
+
+void ServerConnection::LaunchMirrors() {
+  auto& stats = worker_->mutable_stats();
+  if (request_has_body_ && (!replay_enabled_ || replay_overflow_)) {
+    stats.mirror_requests_skipped.fetch_add(mirrors_.size(), std::memory_order_relaxed);
+    mirrors_.clear();
+    return;
+  }
+  // Envoy's shadow authority: "-shadow" appended to the host name (before any port).
+  std::string request;
+  request.reserve(upstream_request_head_.size() + 8 + replay_.size());
+  if (host_value_len_ > 0) {
+    std::string_view host(upstream_request_head_.data() + host_value_pos_, host_value_len_);
+    std::string_view name = router::HostWithoutPort(host);
+    request.append(upstream_request_head_, 0, host_value_pos_ + name.size());
+    request += "-shadow";
+    request.append(upstream_request_head_, host_value_pos_ + name.size(), std::string::npos);
+  } else {
+    request = upstream_request_head_;
+  }
+  if (request_has_body_) {
+    request.append(replay_.view());
+  }
+  for (const auto* cluster : mirrors_) {
+    worker_->StartMirror(*cluster, request);
+  }
+  mirrors_.clear();
 }
 
 bool ServerConnection::ConnectUpstream(const upstream::Endpoint& ep) {
@@ -880,16 +1181,18 @@ bool ServerConnection::ConnectUpstream(const upstream::Endpoint& ep) {
     worker_->mutable_stats().upstream_cx_connect_fail.fetch_add(1, std::memory_order_relaxed);
     return false;
   }
-  upstream_ = new UpstreamConnection(worker_, fd, ep.key);
+  upstream_ = new UpstreamConnection(worker_, fd, ep.key, cluster_->state);
+  upstream_->max_requests_ = cluster_->max_requests_per_connection;
   upstream_->SetOwner(this);
   upstream_->interest_ = EPOLLOUT | EPOLLIN | EPOLLRDHUP;
   worker_->loop().Add(fd, upstream_->interest_, upstream_);
   upstream_->timer_.SetCallback([this] { OnUpstreamConnectTimeout(); });
   std::chrono::milliseconds timeout = worker_->options().upstream_connect_timeout;
-  if (const auto* c = config_->FindCluster(target_proto_->cluster());
-      c != nullptr && c->proto->connection_pool().has_connect_timeout()) {
-    const auto& d = c->proto->connection_pool().connect_timeout();
-    timeout = std::chrono::milliseconds(d.seconds() * 1000 + d.nanos() / 1000000);
+  if (cluster_->proto->connection_pool().has_connect_timeout()) {
+    auto ms = policy::ToMillis(cluster_->proto->connection_pool().connect_timeout());
+    if (ms.count() > 0) {
+      timeout = ms;
+    }
   }
   worker_->loop().Schedule(&upstream_->timer_, timeout);
   return true;
@@ -897,43 +1200,67 @@ bool ServerConnection::ConnectUpstream(const upstream::Endpoint& ep) {
 
 void ServerConnection::OnUpstreamConnectTimeout() {
   worker_->mutable_stats().upstream_cx_connect_fail.fetch_add(1, std::memory_order_relaxed);
-  UpstreamFailed("UF", "upstream connect error or disconnect/reset before headers");
+  AttemptFailed(policy::TryFailure::kConnectFailure, "UF",
+                "upstream connect error or disconnect/reset before headers. reset reason: "
+                "connection timeout");
 }
 
 void ServerConnection::ForwardRequestBody() {
   if (upstream_ == nullptr || request_done_) {
     return;
   }
+  const size_t replay_limit = worker_->options().max_buffer_bytes;
+  auto keep = [&](std::string_view bytes) {
+    if (!replay_enabled_ || replay_overflow_) {
+      return;
+    }
+    if (replay_.size() + bytes.size() > replay_limit) {
+      replay_overflow_ = true;  // too big to replay: no more retries or mirrors for it
+      replay_.Clear();
+      return;
+    }
+    replay_.Append(bytes);
+  };
+  bool done = false;
   while (!in_.empty() && upstream_->out_.size() < worker_->options().max_buffer_bytes) {
     std::string_view avail = in_.view();
     if (request_chunked_) {
       auto r = request_chunks_.Decode(avail);
       if (r.status == http::ChunkedStatus::kError) {
         // Cannot answer cleanly mid-stream if the upstream already answered; close both.
+        EndRequestCount();
+        endpoint_ = nullptr;
         ReleaseUpstream(false);
+        mirrors_.clear();
         SendLocalReply(400, "invalid chunked body", "-", /*close=*/true);
         return;
       }
       upstream_->out_.Append(avail.substr(0, r.consumed));
+      keep(avail.substr(0, r.consumed));
       in_.Consume(r.consumed);
       if (r.status == http::ChunkedStatus::kDone) {
-        request_done_ = true;
+        done = true;
         break;
       }
     } else {
       size_t take = std::min<uint64_t>(request_remaining_, avail.size());
       upstream_->out_.Append(avail.substr(0, take));
+      keep(avail.substr(0, take));
       in_.Consume(take);
       request_remaining_ -= take;
       if (request_remaining_ == 0) {
-        request_done_ = true;
+        done = true;
         break;
       }
     }
   }
+  if (done) {
+    MarkRequestDone();
+  }
   if (upstream_->connected_) {
     if (!upstream_->out_.WriteTo(upstream_->fd_)) {
-      UpstreamFailed("UC", "upstream connect error or disconnect/reset before headers");
+      AttemptFailed(policy::TryFailure::kReset, "UC",
+                    "upstream connect error or disconnect/reset before headers");
       return;
     }
   }
@@ -947,7 +1274,9 @@ void ServerConnection::OnUpstreamEvents(uint32_t events) {
   if (!upstream_->connected_) {
     if (events & (EPOLLERR | EPOLLHUP)) {
       worker_->mutable_stats().upstream_cx_connect_fail.fetch_add(1, std::memory_order_relaxed);
-      UpstreamFailed("UF", "upstream connect error or disconnect/reset before headers");
+      AttemptFailed(policy::TryFailure::kConnectFailure, "UF",
+                    "upstream connect error or disconnect/reset before headers. reset reason: "
+                    "connection failure");
       return;
     }
     if (events & EPOLLOUT) {
@@ -956,7 +1285,9 @@ void ServerConnection::OnUpstreamEvents(uint32_t events) {
       ::getsockopt(upstream_->fd_, SOL_SOCKET, SO_ERROR, &err, &len);
       if (err != 0) {
         worker_->mutable_stats().upstream_cx_connect_fail.fetch_add(1, std::memory_order_relaxed);
-        UpstreamFailed("UF", "upstream connect error or disconnect/reset before headers");
+        AttemptFailed(policy::TryFailure::kConnectFailure, "UF",
+                      "upstream connect error or disconnect/reset before headers. reset reason: "
+                      "connection failure");
         return;
       }
       upstream_->connected_ = true;
@@ -965,7 +1296,8 @@ void ServerConnection::OnUpstreamEvents(uint32_t events) {
   }
   if (events & EPOLLOUT) {
     if (!upstream_->out_.WriteTo(upstream_->fd_)) {
-      UpstreamFailed("UC", "upstream connect error or disconnect/reset before headers");
+      AttemptFailed(policy::TryFailure::kReset, "UC",
+                    "upstream connect error or disconnect/reset before headers");
       return;
     }
     if (!request_done_) {
@@ -986,35 +1318,119 @@ void ServerConnection::OnUpstreamEvents(uint32_t events) {
   }
 }
 
-void ServerConnection::UpstreamFailed(const char* flag, std::string_view body) {
-  bool retry_fresh = upstream_ != nullptr && upstream_->reused_ && !response_started_ &&
-                     !request_has_body_ && std::string_view(flag) == "UC";
+void ServerConnection::RecordOutcome(upstream::Outcome outcome) {
+  if (cluster_ == nullptr || endpoint_ == nullptr || !cluster_->outlier_detection) {
+    return;
+  }
+  upstream::RecordOutcome(cluster_->proto->outlier_detection(), cluster_->state.get(),
+                          endpoint_->health.get(), cluster_->endpoints.size(), outcome,
+                          upstream::SteadyNowMs());
+}
+
+bool ServerConnection::TryRetry(bool retriable) {
+  if (!retriable || compiled_route_ == nullptr || cluster_ == nullptr) {
+    return false;
+  }
+  auto* state = cluster_->state.get();
+  if (retry_active_) {
+    retry_active_ = false;
+    state->rq_retry_active.fetch_sub(1, std::memory_order_relaxed);
+  }
+  if (retries_left_ == 0) {
+    if (compiled_route_->retry.enabled()) {
+      state->upstream_rq_retry_limit_exceeded.fetch_add(1, std::memory_order_relaxed);
+      AddFlag("URX");
+    }
+    return false;
+  }
+  if (request_has_body_ && (!replay_enabled_ || replay_overflow_)) {
+    return false;  // the body is gone: it cannot be sent again
+  }
+  if (cluster_->max_retries != 0 &&
+      state->rq_retry_active.load(std::memory_order_relaxed) >= cluster_->max_retries) {
+    state->upstream_rq_retry_overflow.fetch_add(1, std::memory_order_relaxed);
+    return false;
+  }
+  --retries_left_;
+  retry_active_ = true;
+  state->rq_retry_active.fetch_add(1, std::memory_order_relaxed);
+  state->upstream_rq_retry.fetch_add(1, std::memory_order_relaxed);
+  try_timer_.Cancel();
+  auto backoff = policy::RetryBackoff(attempts_, worker_->NextRandom());
+  wait_timer_.SetCallback([this] { StartAttempt(); });
+  worker_->loop().Schedule(&wait_timer_, backoff);
+  UpdateInterest();
+  return true;
+}
+
+void ServerConnection::AttemptFailed(policy::TryFailure failure, const char* flag,
+                                     std::string_view body) {
+  bool can_replay = !request_has_body_ || (replay_enabled_ && !replay_overflow_);
+  bool stale = failure == policy::TryFailure::kReset && upstream_ != nullptr &&
+               upstream_->reused_ && !response_started_ && can_replay;
   const upstream::Endpoint* endpoint = endpoint_;
   int* counter = active_requests_;
   EndRequestCount();
-  endpoint_ = nullptr;
   ReleaseUpstream(false);
-  if (retry_fresh && endpoint != nullptr) {
-    // A kept-alive connection the upstream had closed: try once on a new connection.
-    if (ConnectUpstream(*endpoint)) {
-      endpoint_ = endpoint;
-      if (counter != nullptr) {
-        active_requests_ = counter;
-        ++*active_requests_;
-      }
-      upstream_->out_.Append(upstream_request_head_);
-      request_done_ = true;
-      return;
-    }
-    flag = "UF";
-  }
   if (response_head_sent_) {
+    // Mid-body: the client sees a truncated response and the connection closes.
+    endpoint_ = nullptr;
     close_after_response_ = true;
     stage_ = Stage::kClosing;
     Flush();
     return;
   }
-  SendLocalReply(503, body, flag, /*close=*/!request_done_);
+  if (stale && endpoint != nullptr) {
+    // A kept-alive connection the upstream had closed: send again on a new connection,
+    // which is not a retry.
+    if (ConnectUpstream(*endpoint)) {
+      if (counter != nullptr) {
+        active_requests_ = counter;
+        ++*active_requests_;
+      }
+      SendToUpstream(true);
+      return;
+    }
+    failure = policy::TryFailure::kConnectFailure;
+    flag = "UF";
+  }
+  RecordOutcome(upstream::Outcome::kGatewayError);
+  if (cluster_ != nullptr) {
+    if (failure == policy::TryFailure::kPerTryTimeout) {
+      cluster_->state->upstream_rq_per_try_timeout.fetch_add(1, std::memory_order_relaxed);
+    } else if (failure == policy::TryFailure::kConnectFailure) {
+      cluster_->state->upstream_cx_connect_fail.fetch_add(1, std::memory_order_relaxed);
+    }
+  }
+  endpoint_ = nullptr;
+  bool retriable = compiled_route_ != nullptr && compiled_route_->retry.RetriableFailure(failure);
+  if (TryRetry(retriable)) {
+    return;
+  }
+  mirrors_.clear();
+  if (failure == policy::TryFailure::kPerTryTimeout) {
+    SendLocalReply(504, "upstream request timeout", "UT", !request_done_);
+  } else {
+    SendLocalReply(503, body, flag, !request_done_);
+  }
+}
+
+void ServerConnection::OnRouteTimeout() {
+  if (cluster_ != nullptr) {
+    cluster_->state->upstream_rq_timeout.fetch_add(1, std::memory_order_relaxed);
+  }
+  EndRequestCount();
+  endpoint_ = nullptr;
+  ReleaseUpstream(false);
+  if (response_head_sent_) {
+    close_after_response_ = true;
+    EndExchangeState();
+    stage_ = Stage::kClosing;
+    Flush();
+    return;
+  }
+  mirrors_.clear();
+  SendLocalReply(504, "upstream request timeout", "UT", !request_done_);
 }
 
 void ServerConnection::OnUpstreamReadable() {
@@ -1039,7 +1455,8 @@ void ServerConnection::OnUpstreamReadable() {
       auto r = response_parser_.Parse(upstream_->in_.view());
       if (r.status == http::ParseStatus::kIncomplete) {
         if (eof) {
-          UpstreamFailed("UC", "upstream connect error or disconnect/reset before headers");
+          AttemptFailed(policy::TryFailure::kReset, "UC",
+                        "upstream connect error or disconnect/reset before headers");
         } else {
           upstream_->UpdateInterest(true, !upstream_->out_.empty());
         }
@@ -1047,9 +1464,11 @@ void ServerConnection::OnUpstreamReadable() {
       }
       if (r.status == http::ParseStatus::kError) {
         upstream_keep_alive_ = false;
+        RecordOutcome(upstream::Outcome::kGatewayError);
         EndRequestCount();
         endpoint_ = nullptr;
         ReleaseUpstream(false);
+        mirrors_.clear();
         SendLocalReply(502, "upstream sent an invalid response", "UPE", !request_done_);
         return;
       }
@@ -1059,6 +1478,29 @@ void ServerConnection::OnUpstreamReadable() {
         response_parser_.Reset();
         continue;
       }
+      // Retry on the answer? Its bytes are dropped with its connection.
+      RecordOutcome(upstream::OutcomeOfStatus(head.status));
+      if (compiled_route_ != nullptr) {
+        std::optional<int> grpc_status;
+        if (const auto* g = head.Find("grpc-status")) {
+          int v = 0;
+          auto [p, ec] = std::from_chars(g->value.data(), g->value.data() + g->value.size(), v);
+          if (ec == std::errc()) {
+            grpc_status = v;
+          }
+        }
+        bool retriable = compiled_route_->retry.RetriableResponse(head.status, grpc_status);
+        if (retriable && TryRetry(true)) {
+          EndRequestCount();
+          endpoint_ = nullptr;
+          ReleaseUpstream(false);
+          return;
+        }
+        if (!retriable && attempts_ > 1 && cluster_ != nullptr) {
+          cluster_->state->upstream_rq_retry_success.fetch_add(1, std::memory_order_relaxed);
+        }
+      }
+      try_timer_.Cancel();
       // The response head for the client.
       response_status_ = head.status;
       response_framing_ = http::ResponseFraming(method_, head);
@@ -1130,7 +1572,10 @@ void ServerConnection::OnUpstreamReadable() {
       // The upstream closed before the body was complete: the client sees a truncated
       // response and the connection closes.
       close_after_response_ = true;
+      EndRequestCount();
+      endpoint_ = nullptr;
       ReleaseUpstream(false);
+      EndExchangeState();
       stage_ = Stage::kClosing;
       Flush();
     }
@@ -1157,7 +1602,10 @@ void ServerConnection::ForwardResponseBody() {
         auto r = response_chunks_.Decode(in.view());
         if (r.status == http::ChunkedStatus::kError) {
           close_after_response_ = true;
+          EndRequestCount();
+          endpoint_ = nullptr;
           ReleaseUpstream(false);
+          EndExchangeState();
           stage_ = Stage::kClosing;
           Flush();
           return;
@@ -1204,11 +1652,40 @@ void ServerConnection::ReleaseUpstream(bool reusable) {
   }
 }
 
+void ServerConnection::EndExchangeState() {
+  route_timer_.Cancel();
+  try_timer_.Cancel();
+  wait_timer_.Cancel();
+  if (cluster_ != nullptr) {
+    auto* state = cluster_->state.get();
+    if (pending_) {
+      pending_ = false;
+      state->rq_pending_active.fetch_sub(1, std::memory_order_relaxed);
+      worker_->RemovePending(state, this);
+    }
+    if (counted_rq_active_) {
+      counted_rq_active_ = false;
+      state->rq_active.fetch_sub(1, std::memory_order_relaxed);
+    }
+    if (retry_active_) {
+      retry_active_ = false;
+      state->rq_retry_active.fetch_sub(1, std::memory_order_relaxed);
+    }
+  }
+  cluster_ = nullptr;
+  compiled_route_ = nullptr;
+  previous_endpoint_ = nullptr;
+  mirrors_.clear();
+  replay_.Clear();
+  fault_abort_status_ = 0;
+}
+
 void ServerConnection::FinishExchange() {
   if (upstream_ != nullptr) {
     EndRequestCount();
     ReleaseUpstream(upstream_keep_alive_ && request_done_);
   }
+  EndExchangeState();
   endpoint_ = nullptr;
   config_.reset();
   route_proto_ = nullptr;

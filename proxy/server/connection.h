@@ -4,11 +4,13 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "proxy/config/config.h"
 #include "proxy/http/chunked.h"
 #include "proxy/http/parser.h"
 #include "proxy/net/event_loop.h"
+#include "proxy/policy/retry_policy.h"
 
 namespace skiff::proxy {
 
@@ -46,15 +48,22 @@ class Buffer {
 // A connection to one upstream endpoint; idle in the worker's pool or serving a request.
 class UpstreamConnection : public net::IoHandler {
  public:
-  UpstreamConnection(Worker* worker, int fd, std::string key);
+  UpstreamConnection(Worker* worker, int fd, std::string key,
+                     std::shared_ptr<upstream::ClusterState> cluster);
   ~UpstreamConnection() override;
   void OnEvents(uint32_t events) override;
   void SetOwner(ServerConnection* owner) { owner_ = owner; }
   void UpdateInterest(bool want_read, bool want_write);
+  // Gives back its slot in the cluster's connection limit (once).
+  void Uncount();
 
   Worker* worker_;
   int fd_;
-  std::string key_;
+  std::string key_;  // the pool key: "address:port"
+  std::shared_ptr<upstream::ClusterState> cluster_;
+  bool counted_ = true;
+  uint32_t requests_ = 0;              // requests started on this connection
+  uint32_t max_requests_ = 0;          // then it is not reused; 0 = no limit
   ServerConnection* owner_ = nullptr;  // nullptr while idle in the pool
   bool connected_ = false;
   bool reused_ = false;
@@ -72,6 +81,8 @@ class ServerConnection : public net::IoHandler {
   void OnEvents(uint32_t events) override;
   void OnUpstreamEvents(uint32_t events);
   void OnUpstreamConnectTimeout();
+  // A connection slot of the cluster this request waits for may be free: try again.
+  void OnPoolReady();
 
  private:
   enum class Stage { kReadingHead, kProxying, kClosing };
@@ -82,6 +93,21 @@ class ServerConnection : public net::IoHandler {
   void StartUpstream(const upstream::Cluster& cluster, const v1::Route& route,
                      const v1::WeightedCluster& target, const router::Route& compiled,
                      size_t head_bytes);
+  void BuildUpstreamHead(const v1::Route& route, const v1::WeightedCluster& target,
+                         const router::Route& compiled);
+  void AfterFaultDelay();
+  void StartAttempt();
+  void AcquireConnection();
+  const upstream::Endpoint* PickEndpoint();
+  void SendToUpstream(bool replay);
+  void AttemptFailed(policy::TryFailure failure, const char* flag, std::string_view body);
+  bool TryRetry(bool retriable);
+  void OnRouteTimeout();
+  void EndExchangeState();
+  void MarkRequestDone();
+  void LaunchMirrors();
+  void RecordOutcome(upstream::Outcome outcome);
+  void AddFlag(const char* flag);
   bool ConnectUpstream(const upstream::Endpoint& ep);
   void ForwardRequestBody();
   void OnUpstreamReadable();
@@ -139,6 +165,34 @@ class ServerConnection : public net::IoHandler {
   const v1::Route* route_proto_ = nullptr;
   const v1::WeightedCluster* target_proto_ = nullptr;
   int response_status_ = 0;
+
+  // Absolute-form request targets ("GET http://host/path"): the origin-form path and the
+  // authority that replaces Host. Views into in_, valid until the head is consumed.
+  std::string_view target_;
+  std::string_view authority_;
+  bool absolute_form_ = false;
+  std::string target_storage_;
+  int fault_abort_status_ = 0;  // an abort fault drawn for this request, sent after any delay
+
+  // Resilience state of the current exchange.
+  const router::Route* compiled_route_ = nullptr;
+  const upstream::Cluster* cluster_ = nullptr;
+  bool counted_rq_active_ = false;  // in cluster_->state->rq_active
+  bool pending_ = false;            // waiting in the worker's queue for a connection slot
+  bool retry_active_ = false;       // in cluster_->state->rq_retry_active
+  uint32_t attempts_ = 0;           // tries started
+  uint32_t retries_left_ = 0;
+  const upstream::Endpoint* previous_endpoint_ = nullptr;
+  std::string flags_;  // Envoy response flags, comma-separated; empty = "-"
+  Buffer replay_;      // the request body forwarded so far, to replay on a retry or mirror
+  bool replay_enabled_ = false;
+  bool replay_overflow_ = false;  // the body outgrew the buffer: no retry, no mirror
+  size_t host_value_pos_ = 0;     // where the Host value sits in upstream_request_head_
+  size_t host_value_len_ = 0;
+  std::vector<const upstream::Cluster*> mirrors_;  // chosen for this request, not yet sent
+  net::Timer route_timer_;                         // the route's timeout: all tries together
+  net::Timer try_timer_;                           // per-try timeout
+  net::Timer wait_timer_;  // fault delay, retry back-off, pending-queue poll
 };
 
 }  // namespace skiff::proxy

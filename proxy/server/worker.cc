@@ -11,6 +11,7 @@
 
 #include "proxy/net/socket.h"
 #include "proxy/server/connection.h"
+#include "proxy/server/mirror.h"
 
 namespace skiff::proxy {
 
@@ -82,8 +83,13 @@ Worker::Worker(int id, const ProxyOptions& options, ConfigStore* store)
 Worker::~Worker() {
   Stop();
   loop_.RunDeferred();
+  pending_.clear();
   connections_.clear();
   loop_.RunDeferred();
+  for (auto* m : mirrors_) {
+    delete m;
+  }
+  mirrors_.clear();
   for (auto& [key, list] : idle_) {
     for (auto* c : list) {
       delete c;
@@ -130,6 +136,7 @@ void Worker::SyncConfig() {
   seen_version_ = v;
   config_ = store_->Get();
   rr_.clear();
+  mirror_rr_.clear();
   ReconcileListeners();
 }
 
@@ -190,6 +197,19 @@ UpstreamConnection* Worker::AcquireIdle(const std::string& key) {
 }
 
 void Worker::ReleaseIdle(UpstreamConnection* conn) {
+  if (conn->max_requests_ != 0 && conn->requests_ >= conn->max_requests_) {
+    DestroyUpstream(conn);  // max_requests_per_connection reached
+    return;
+  }
+  auto* cluster = conn->cluster_.get();
+  if (cluster->rq_pending_active.load(std::memory_order_relaxed) > 0) {
+    auto it = pending_.find(cluster);
+    if (it == pending_.end() || it->second.empty()) {
+      // Requests wait for a slot on another worker: free this one rather than keep it idle.
+      DestroyUpstream(conn);
+      return;
+    }
+  }
   auto& list = idle_[conn->key_];
   if (list.size() >= 1024) {
     DestroyUpstream(conn);
@@ -199,6 +219,7 @@ void Worker::ReleaseIdle(UpstreamConnection* conn) {
   conn->timer_.SetCallback([this, conn] { ForgetIdle(conn); });
   loop_.Schedule(&conn->timer_, options_.upstream_idle_timeout);
   conn->UpdateInterest(true, false);  // notice the upstream closing it
+  WakePending(cluster);
 }
 
 void Worker::DestroyUpstream(UpstreamConnection* conn) {
@@ -207,6 +228,8 @@ void Worker::DestroyUpstream(UpstreamConnection* conn) {
   }
   conn->dead_ = true;
   conn->timer_.Cancel();
+  conn->Uncount();
+  WakePending(conn->cluster_.get());
   loop_.Remove(conn->fd_);
   // Events for it may still be pending in this loop turn: delete it afterwards.
   loop_.Defer([conn] { delete conn; });
@@ -231,5 +254,63 @@ void Worker::ForgetIdle(UpstreamConnection* conn) {
 }
 
 size_t Worker::NextRoundRobin(const upstream::Cluster* cluster) { return rr_[cluster]++; }
+
+void Worker::AddPending(upstream::ClusterState* cluster, ServerConnection* conn) {
+  pending_[cluster].push_back(conn);
+  if (!pending_timer_.armed()) {
+    pending_timer_.SetCallback([this] { PollPending(); });
+    loop_.Schedule(&pending_timer_, std::chrono::milliseconds(5));
+  }
+}
+
+void Worker::RemovePending(upstream::ClusterState* cluster, ServerConnection* conn) {
+  auto it = pending_.find(cluster);
+  if (it == pending_.end()) {
+    return;
+  }
+  auto& q = it->second;
+  for (auto i = q.begin(); i != q.end(); ++i) {
+    if (*i == conn) {
+      q.erase(i);
+      break;
+    }
+  }
+  if (q.empty()) {
+    pending_.erase(it);
+  }
+}
+
+void Worker::WakePending(upstream::ClusterState* cluster) {
+  auto it = pending_.find(cluster);
+  if (it == pending_.end() || it->second.empty()) {
+    return;
+  }
+  // After the current callback: the waiter takes the slot (or keeps waiting).
+  ServerConnection* first = it->second.front();
+  loop_.Defer([this, cluster, first] {
+    auto p = pending_.find(cluster);
+    if (p != pending_.end() && !p->second.empty() && p->second.front() == first) {
+      first->OnPoolReady();
+    }
+  });
+}
+
+void Worker::PollPending() {
+  std::vector<std::pair<upstream::ClusterState*, ServerConnection*>> firsts;
+  for (auto& [cluster, q] : pending_) {
+    if (!q.empty()) {
+      firsts.emplace_back(cluster, q.front());
+    }
+  }
+  for (auto& [cluster, conn] : firsts) {
+    auto p = pending_.find(cluster);
+    if (p != pending_.end() && !p->second.empty() && p->second.front() == conn) {
+      conn->OnPoolReady();
+    }
+  }
+  if (!pending_.empty()) {
+    loop_.Schedule(&pending_timer_, std::chrono::milliseconds(5));
+  }
+}
 
 }  // namespace skiff::proxy

@@ -3,11 +3,13 @@
 // connection pools. Workers share nothing on the request path but the immutable Config.
 #include <atomic>
 #include <cstdint>
+#include <deque>
 #include <memory>
 #include <mutex>
 #include <string>
 #include <thread>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "proxy/config/config.h"
@@ -48,11 +50,16 @@ struct WorkerStats {
   std::atomic<uint64_t> upstream_cx_connect_fail{0};
   std::atomic<uint64_t> upstream_rq_reused{0};
   std::atomic<uint64_t> no_route{0}, no_healthy_upstream{0};
+  std::atomic<uint64_t> fault_delays_injected{0}, fault_aborts_injected{0};
+  std::atomic<uint64_t> mirror_requests_total{0};    // copies sent
+  std::atomic<uint64_t> mirror_requests_skipped{0};  // body too large, or too many in flight
+  std::atomic<uint64_t> mirror_requests_failed{0};   // connect or send failed
 };
 
 class ServerConnection;
 class UpstreamConnection;
 class ListenerHandler;
+class MirrorRequest;
 
 class Worker {
  public:
@@ -89,9 +96,20 @@ class Worker {
   void OnAccept(int fd, const ListenerConfig& listener, const std::string& peer);
   void Closed(ServerConnection* conn);
 
+  // Requests waiting for a connection slot of a cluster at its max_connections. A waiter
+  // is woken when a connection of that cluster closes or goes idle on this worker, and
+  // polled every few milliseconds for slots freed by other workers.
+  void AddPending(upstream::ClusterState* cluster, ServerConnection* conn);
+  void RemovePending(upstream::ClusterState* cluster, ServerConnection* conn);
+  // Fire-and-forget copy of a request (head and body) to one endpoint of `cluster`.
+  void StartMirror(const upstream::Cluster& cluster, const std::string& request);
+  void MirrorDone(MirrorRequest* mirror);
+
  private:
   void SyncConfig();
   void ReconcileListeners();
+  void WakePending(upstream::ClusterState* cluster);
+  void PollPending();
 
   int id_;
   ProxyOptions options_;
@@ -105,6 +123,10 @@ class Worker {
   std::unordered_map<const upstream::Cluster*, size_t> rr_;
   std::unordered_map<std::string, int> active_;
   std::unordered_map<ServerConnection*, std::unique_ptr<ServerConnection>> connections_;
+  std::unordered_map<upstream::ClusterState*, std::deque<ServerConnection*>> pending_;
+  net::Timer pending_timer_;
+  std::unordered_set<MirrorRequest*> mirrors_;
+  std::unordered_map<const upstream::Cluster*, size_t> mirror_rr_;
   WorkerStats stats_;
   uint64_t rng_[2];
   mutable std::mutex error_mu_;

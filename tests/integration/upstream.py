@@ -8,6 +8,12 @@ Special paths:
   /bytes/N           answer with N bytes (streamed in 64 KiB writes)
   /close             answer and close the connection (Connection: close)
   /hop               answer with hop-by-hop headers that the proxy must strip
+  /chance/NNN/P      answer with status NNN with probability P percent, else 200
+  /delay/MS          answer after MS milliseconds
+  /reset             close the connection without answering
+  /count             JSON {"requests": n, "hosts": {host: n}}: requests seen (not counting
+                     /count and /control); mirrors show up with their -shadow host
+  /control/fail/NNN  from now on answer every request with NNN; /control/ok undoes it
 Request bodies are read (Content-Length or chunked) and only their size and a checksum are
 reported, so a 100 MB upload does not grow this process either.
 
@@ -16,7 +22,10 @@ Usage: upstream.py PORT NAME   (prints "ready" once listening)
 import asyncio
 import hashlib
 import json
+import random
 import sys
+
+STATE = {"requests": 0, "hosts": {}, "fail": 0}
 
 
 async def read_body(reader, headers):
@@ -69,15 +78,41 @@ async def handle(reader, writer, name):
                 headers[k.strip().lower()] = v.strip()
                 raw_headers.append([k.strip().lower(), v.strip()])
             size, digest = await read_body(reader, headers)
+            path = target.split("?")[0]
+            if path == "/count":
+                body = json.dumps({"requests": STATE["requests"], "hosts": STATE["hosts"]})
+                writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n%s" %
+                             (len(body), body.encode()))
+                await writer.drain()
+                continue
+            if path.startswith("/control/"):
+                STATE["fail"] = int(path.split("/")[3]) if path.startswith("/control/fail/") else 0
+                writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+                await writer.drain()
+                continue
+            STATE["requests"] += 1
+            host = headers.get("host", "")
+            STATE["hosts"][host] = STATE["hosts"].get(host, 0) + 1
+            # /status, /chance, /delay and /reset also work after a route prefix
+            # ("/r3/chance/500/50"), so tests need no rewrites.
+            if path.endswith("/reset"):
+                break
+            if "/delay/" in path:
+                await asyncio.sleep(int(path.split("/delay/")[1].split("/")[0]) / 1000.0)
             info = {"upstream": name, "method": method, "target": target, "version": version,
                     "headers": raw_headers, "body_bytes": size, "body_sha256": digest}
             body = (json.dumps(info) + "\n").encode()
             status = 200
             extra = ""
             close = headers.get("connection", "").lower() == "close"
-            path = target.split("?")[0]
-            if path.startswith("/status/"):
-                status = int(path.split("/")[2])
+            if "/status/" in path:
+                status = int(path.split("/status/")[1].split("/")[0])
+            if "/chance/" in path:
+                parts = path.split("/chance/")[1].split("/")
+                if random.random() * 100 < float(parts[1]):
+                    status = int(parts[0])
+            if STATE["fail"]:
+                status = STATE["fail"]
             if path == "/close":
                 close = True
             if path == "/hop":

@@ -1,0 +1,88 @@
+#include "proxy/upstream/cluster_state.h"
+
+#include <catch2/catch.hpp>
+
+using skiff::upstream::ClusterState;
+using skiff::upstream::EndpointHealth;
+using skiff::upstream::IsEjected;
+using skiff::upstream::Outcome;
+using skiff::upstream::OutcomeOfStatus;
+using skiff::upstream::RecordOutcome;
+
+namespace {
+skiff::v1::OutlierDetection Config(uint32_t consecutive_5xx, uint32_t consecutive_gateway,
+                                   int base_seconds, uint32_t max_percent) {
+  skiff::v1::OutlierDetection od;
+  od.set_consecutive_5xx_errors(consecutive_5xx);
+  od.set_consecutive_gateway_errors(consecutive_gateway);
+  od.mutable_base_ejection_time()->set_seconds(base_seconds);
+  od.set_max_ejection_percent(max_percent);
+  return od;
+}
+}  // namespace
+
+TEST_CASE("outcomes of statuses") {
+  CHECK(OutcomeOfStatus(200) == Outcome::kSuccess);
+  CHECK(OutcomeOfStatus(404) == Outcome::kSuccess);
+  CHECK(OutcomeOfStatus(500) == Outcome::kFiveXx);
+  CHECK(OutcomeOfStatus(502) == Outcome::kGatewayError);
+  CHECK(OutcomeOfStatus(503) == Outcome::kGatewayError);
+  CHECK(OutcomeOfStatus(504) == Outcome::kGatewayError);
+}
+
+TEST_CASE("consecutive 5xx eject for the base time, then the endpoint comes back") {
+  ClusterState cluster;
+  EndpointHealth ep;
+  auto od = Config(3, 0, 30, 100);
+  int64_t now = 1'000'000;
+  CHECK_FALSE(RecordOutcome(od, &cluster, &ep, 2, Outcome::kFiveXx, now));
+  CHECK_FALSE(RecordOutcome(od, &cluster, &ep, 2, Outcome::kGatewayError, now));
+  CHECK(RecordOutcome(od, &cluster, &ep, 2, Outcome::kFiveXx, now));
+  CHECK(IsEjected(&cluster, &ep, now + 29'999));
+  CHECK(cluster.ejections_active == 1);
+  CHECK(cluster.outlier_ejections_enforced_total == 1);
+  CHECK_FALSE(IsEjected(&cluster, &ep, now + 30'000));
+  CHECK(cluster.ejections_active == 0);
+  // A second ejection lasts twice as long (base x times ejected).
+  now += 40'000;
+  for (int i = 0; i < 3; ++i) {
+    RecordOutcome(od, &cluster, &ep, 2, Outcome::kFiveXx, now);
+  }
+  CHECK(IsEjected(&cluster, &ep, now + 59'999));
+  CHECK_FALSE(IsEjected(&cluster, &ep, now + 60'000));
+}
+
+TEST_CASE("a success resets the consecutive count") {
+  ClusterState cluster;
+  EndpointHealth ep;
+  auto od = Config(2, 0, 10, 100);
+  RecordOutcome(od, &cluster, &ep, 1, Outcome::kFiveXx, 0);
+  RecordOutcome(od, &cluster, &ep, 1, Outcome::kSuccess, 0);
+  CHECK_FALSE(RecordOutcome(od, &cluster, &ep, 1, Outcome::kFiveXx, 0));
+  CHECK_FALSE(IsEjected(&cluster, &ep, 1));
+}
+
+TEST_CASE("consecutive gateway errors count only 502/503/504 and local failures") {
+  ClusterState cluster;
+  EndpointHealth ep;
+  auto od = Config(0, 2, 10, 100);
+  CHECK_FALSE(RecordOutcome(od, &cluster, &ep, 3, Outcome::kGatewayError, 0));
+  CHECK_FALSE(RecordOutcome(od, &cluster, &ep, 3, Outcome::kFiveXx, 0));  // breaks the run
+  CHECK_FALSE(RecordOutcome(od, &cluster, &ep, 3, Outcome::kGatewayError, 0));
+  CHECK(RecordOutcome(od, &cluster, &ep, 3, Outcome::kGatewayError, 0));
+}
+
+TEST_CASE("max ejection percent bounds ejections, but one endpoint may always go") {
+  ClusterState cluster;
+  EndpointHealth a, b, c;
+  auto od = Config(1, 0, 10, 10);  // 10% of 3 endpoints rounds to 0: still one
+  CHECK(RecordOutcome(od, &cluster, &a, 3, Outcome::kFiveXx, 0));
+  CHECK_FALSE(RecordOutcome(od, &cluster, &b, 3, Outcome::kFiveXx, 0));
+  CHECK_FALSE(IsEjected(&cluster, &b, 1));
+  auto half = Config(1, 0, 10, 67);  // 2 of 3
+  ClusterState cluster2;
+  EndpointHealth d, e, f;
+  CHECK(RecordOutcome(half, &cluster2, &d, 3, Outcome::kFiveXx, 0));
+  CHECK(RecordOutcome(half, &cluster2, &e, 3, Outcome::kFiveXx, 0));
+  CHECK_FALSE(RecordOutcome(half, &cluster2, &f, 3, Outcome::kFiveXx, 0));
+}
