@@ -29,6 +29,9 @@ constexpr const char* kTracingHeaders[] = {
     "x-b3-flags",   "b3",           "traceparent", "tracestate",        "x-ot-span-context",
 };
 
+// Headers the demo's routing rules match on (the catalog dark launch), copied the same way.
+constexpr const char* kRoutingHeaders[] = {"x-dark-launch", "end-user"};
+
 constexpr const char* kCatalogError = "error calling Catalog service";
 
 class ApiGateway {
@@ -71,6 +74,11 @@ class ApiGateway {
     out.headers().add("Host", catalog_.authority);
     out.headers().add("Accept", "application/json");
     for (const char* name : kTracingHeaders) {
+      if (auto value = coolstore::HeaderValue(req.headers(), name)) {
+        out.headers().add(name, *value);
+      }
+    }
+    for (const char* name : kRoutingHeaders) {
       if (auto value = coolstore::HeaderValue(req.headers(), name)) {
         out.headers().add(name, *value);
       }
