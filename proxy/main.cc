@@ -21,6 +21,7 @@
 #include "proxy/config/bootstrap.h"
 #include "proxy/config/config.h"
 #include "proxy/server/worker.h"
+#include "proxy/telemetry/telemetry.h"
 #include "proxy/upstream/cluster_state.h"
 #include "proxy/xds/client.h"
 
@@ -174,6 +175,53 @@ int main(int argc, char** argv) {
                     "close idle client connections after this (default 5m)");
   flags.AddDuration("connect-timeout", &options.upstream_connect_timeout,
                     "upstream connect timeout before 503 UF (default 10s)");
+  // Telemetry.
+  skiff::telemetry::TelemetryOptions tel;
+  bool disable_metrics = false;
+  std::string access_log_format = "text";
+  std::string workload;
+  int64_t stats_port = -1;  // -1: 15090 if free (a second proxy on the machine skips it)
+  std::string stats_address = "0.0.0.0";
+  flags.AddString("access-log", &tel.access_log,
+                  "write an access log (Envoy's default format) to PATH or stdout", "PATH");
+  flags.AddCustom(
+      "access-log-format",
+      [&access_log_format](std::string_view v) -> std::optional<std::string> {
+        if (v != "text" && v != "json") {
+          return "expected text or json";
+        }
+        access_log_format = std::string(v);
+        return std::nullopt;
+      },
+      "text (Envoy's default format, the default) or json", "FORMAT");
+  flags.AddString("zipkin-address", &tel.zipkin_address,
+                  "report sampled spans as Zipkin v2 JSON to this collector (Zipkin, Jaeger); "
+                  "enables tracing",
+                  "HOST:PORT");
+  flags.AddCustom(
+      "trace-sampling",
+      [&tel](std::string_view v) -> std::optional<std::string> {
+        char* end = nullptr;
+        std::string s(v);
+        double d = std::strtod(s.c_str(), &end);
+        if (end == s.c_str() || *end != '\0' || !(d >= 0 && d <= 100)) {
+          return "expected a percentage from 0 to 100";
+        }
+        tel.trace_sampling = d;
+        return std::nullopt;
+      },
+      "percent of requests without a sampling decision to trace (default 1.0, as Istio)",
+      "PERCENT");
+  flags.AddBool("disable-metrics", &disable_metrics, "do not record Istio's request metrics");
+  flags.AddString("workload", &workload,
+                  "source_workload in metrics (default: istio-ingressgateway for gateways, "
+                  "app-version from the labels for sidecars)",
+                  "NAME");
+  flags.AddInt("stats-port", &stats_port, 0, 65535,
+               "Prometheus endpoint /stats/prometheus, as Istio's :15090 (default 15090 when "
+               "free; 0 disables); /stats/prometheus on the admin port has the same");
+  flags.AddString("stats-address", &stats_address, "stats listen address (default 0.0.0.0)",
+                  "ADDR");
   int64_t max_regex_program_size = 100;
   flags.AddInt("max-regex-program-size", &max_regex_program_size, 1, 1000000,
                "reject regexes whose RE2 program is larger (default 100, as Envoy)");
@@ -198,6 +246,39 @@ int main(int argc, char** argv) {
     }
     xds.port_map = port_map;
   }
+
+  // Telemetry: source labels from the proxy's identity.
+  {
+    const auto& labels = xds.node.labels();
+    auto label = [&labels](const char* k) -> std::string {
+      auto it = labels.find(k);
+      return it == labels.end() ? std::string() : it->second;
+    };
+    tel.metrics = !disable_metrics;
+    tel.access_log_json = access_log_format == "json";
+    tel.node_id = xds.node.id().empty() ? "skiff-proxy" : xds.node.id();
+    tel.source.namespace_ = xds.node.namespace_().empty() ? "default" : xds.node.namespace_();
+    tel.source.app = label("app");
+    tel.source.version = label("version");
+    if (!workload.empty()) {
+      tel.source.workload = workload;
+    } else if (xds.node.role() == "gateway") {
+      tel.source.workload = "istio-ingressgateway";
+      if (tel.source.app.empty()) {
+        tel.source.app = "istio-ingressgateway";
+      }
+    } else if (!tel.source.app.empty()) {
+      tel.source.workload =
+          tel.source.version.empty() ? tel.source.app : tel.source.app + "-" + tel.source.version;
+    }
+  }
+  std::string tel_error;
+  auto telemetry = skiff::telemetry::Telemetry::Create(tel, &tel_error);
+  if (telemetry == nullptr) {
+    spdlog::error("{}", tel_error);
+    return skiff::kExitUsage;
+  }
+  options.telemetry = telemetry.get();
 
   // Signals are handled by this thread only.
   sigset_t signals;
@@ -247,6 +328,88 @@ int main(int argc, char** argv) {
                  xds.address, xds.delta ? " (delta)" : "");
   }
 
+  // The proxy's counters (and, for Prometheus, Istio's request metrics first).
+  auto stats_text = [&](bool prom) {
+    std::string body;
+    auto config = store.Get();
+    if (prom) {
+      telemetry->RenderMetrics(&body);
+    }
+    std::map<std::string, uint64_t> totals;
+    for (const auto& w : workers) {
+      const auto& s = w->stats();
+      auto add = [&](const char* name, const std::atomic<uint64_t>& v) {
+        totals[name] += v.load(std::memory_order_relaxed);
+      };
+      add("downstream_cx_total", s.downstream_cx_total);
+      add("downstream_cx_active", s.downstream_cx_active);
+      add("downstream_rq_total", s.downstream_rq_total);
+      add("downstream_rq_1xx", s.rq_1xx);
+      add("downstream_rq_2xx", s.rq_2xx);
+      add("downstream_rq_3xx", s.rq_3xx);
+      add("downstream_rq_4xx", s.rq_4xx);
+      add("downstream_rq_5xx", s.rq_5xx);
+      add("upstream_cx_total", s.upstream_cx_total);
+      add("upstream_cx_connect_fail", s.upstream_cx_connect_fail);
+      add("upstream_rq_pool_reused", s.upstream_rq_reused);
+      add("no_route", s.no_route);
+      add("no_healthy_upstream", s.no_healthy_upstream);
+      add("fault_delays_injected", s.fault_delays_injected);
+      add("fault_aborts_injected", s.fault_aborts_injected);
+      add("mirror_requests_total", s.mirror_requests_total);
+      add("mirror_requests_skipped", s.mirror_requests_skipped);
+      add("mirror_requests_failed", s.mirror_requests_failed);
+    }
+    totals["config_version"] = config ? config->version() : 0;
+    if (xds_client != nullptr) {
+      totals["xds_connected"] = xds_client->connected() ? 1 : 0;
+      totals["xds_accepted"] = xds_client->accepted();
+      totals["xds_rejected"] = xds_client->rejected();
+    }
+    {
+      std::vector<std::pair<std::string, uint64_t>> extra;
+      telemetry->AppendStats(&extra);
+      for (auto& [name, v] : extra) {
+        totals[name] = v;
+      }
+    }
+    for (const auto& [name, v] : totals) {
+      body += prom ? "skiff_" + name + " " + std::to_string(v) + "\n"
+                   : name + ": " + std::to_string(v) + "\n";
+    }
+    // Per-cluster circuit breakers, retries, timeouts and outlier detection, with
+    // Envoy's stat names.
+    skiff::upstream::ClusterStateRegistry::Default().ForEach(
+        [&](const std::string& cluster, const skiff::upstream::ClusterState& c) {
+          auto emit = [&](const char* name, int64_t v) {
+            if (prom) {
+              body += std::string("skiff_cluster_") + name + "{cluster=\"" + cluster + "\"} " +
+                      std::to_string(v) + "\n";
+            } else {
+              body += "cluster." + cluster + "." + name + ": " + std::to_string(v) + "\n";
+            }
+          };
+          auto get = [](const auto& a) { return static_cast<int64_t>(a.load()); };
+          emit("upstream_cx_active", get(c.cx_active));
+          emit("upstream_rq_active", get(c.rq_active));
+          emit("upstream_rq_pending_active", get(c.rq_pending_active));
+          emit("upstream_rq_total", get(c.upstream_rq_total));
+          emit("upstream_rq_retry", get(c.upstream_rq_retry));
+          emit("upstream_rq_retry_success", get(c.upstream_rq_retry_success));
+          emit("upstream_rq_retry_limit_exceeded", get(c.upstream_rq_retry_limit_exceeded));
+          emit("upstream_rq_retry_overflow", get(c.upstream_rq_retry_overflow));
+          emit("upstream_rq_timeout", get(c.upstream_rq_timeout));
+          emit("upstream_rq_per_try_timeout", get(c.upstream_rq_per_try_timeout));
+          emit("upstream_rq_pending_overflow", get(c.upstream_rq_pending_overflow));
+          emit("upstream_cx_overflow", get(c.upstream_cx_overflow));
+          emit("upstream_cx_connect_fail", get(c.upstream_cx_connect_fail));
+          emit("outlier_detection_ejections_active", get(c.ejections_active));
+          emit("outlier_detection_ejections_enforced_total",
+               get(c.outlier_ejections_enforced_total));
+        });
+    return body;
+  };
+
   skiff::proxy::AdminServer admin(
       admin_address, static_cast<uint16_t>(admin_port),
       [&](const std::string& path) -> skiff::proxy::AdminServer::Response {
@@ -280,72 +443,7 @@ int main(int argc, char** argv) {
             }
           }
         } else if (path == "/stats" || path == "/stats/prometheus") {
-          std::map<std::string, uint64_t> totals;
-          for (const auto& w : workers) {
-            const auto& s = w->stats();
-            auto add = [&](const char* name, const std::atomic<uint64_t>& v) {
-              totals[name] += v.load(std::memory_order_relaxed);
-            };
-            add("downstream_cx_total", s.downstream_cx_total);
-            add("downstream_cx_active", s.downstream_cx_active);
-            add("downstream_rq_total", s.downstream_rq_total);
-            add("downstream_rq_1xx", s.rq_1xx);
-            add("downstream_rq_2xx", s.rq_2xx);
-            add("downstream_rq_3xx", s.rq_3xx);
-            add("downstream_rq_4xx", s.rq_4xx);
-            add("downstream_rq_5xx", s.rq_5xx);
-            add("upstream_cx_total", s.upstream_cx_total);
-            add("upstream_cx_connect_fail", s.upstream_cx_connect_fail);
-            add("upstream_rq_pool_reused", s.upstream_rq_reused);
-            add("no_route", s.no_route);
-            add("no_healthy_upstream", s.no_healthy_upstream);
-            add("fault_delays_injected", s.fault_delays_injected);
-            add("fault_aborts_injected", s.fault_aborts_injected);
-            add("mirror_requests_total", s.mirror_requests_total);
-            add("mirror_requests_skipped", s.mirror_requests_skipped);
-            add("mirror_requests_failed", s.mirror_requests_failed);
-          }
-          totals["config_version"] = config ? config->version() : 0;
-          if (xds_client != nullptr) {
-            totals["xds_connected"] = xds_client->connected() ? 1 : 0;
-            totals["xds_accepted"] = xds_client->accepted();
-            totals["xds_rejected"] = xds_client->rejected();
-          }
-          bool prom = path == "/stats/prometheus";
-          for (const auto& [name, v] : totals) {
-            r.body += prom ? "skiff_" + name + " " + std::to_string(v) + "\n"
-                           : name + ": " + std::to_string(v) + "\n";
-          }
-          // Per-cluster circuit breakers, retries, timeouts and outlier detection, with
-          // Envoy's stat names.
-          skiff::upstream::ClusterStateRegistry::Default().ForEach(
-              [&](const std::string& cluster, const skiff::upstream::ClusterState& c) {
-                auto emit = [&](const char* name, int64_t v) {
-                  if (prom) {
-                    r.body += std::string("skiff_cluster_") + name + "{cluster=\"" + cluster +
-                              "\"} " + std::to_string(v) + "\n";
-                  } else {
-                    r.body += "cluster." + cluster + "." + name + ": " + std::to_string(v) + "\n";
-                  }
-                };
-                auto get = [](const auto& a) { return static_cast<int64_t>(a.load()); };
-                emit("upstream_cx_active", get(c.cx_active));
-                emit("upstream_rq_active", get(c.rq_active));
-                emit("upstream_rq_pending_active", get(c.rq_pending_active));
-                emit("upstream_rq_total", get(c.upstream_rq_total));
-                emit("upstream_rq_retry", get(c.upstream_rq_retry));
-                emit("upstream_rq_retry_success", get(c.upstream_rq_retry_success));
-                emit("upstream_rq_retry_limit_exceeded", get(c.upstream_rq_retry_limit_exceeded));
-                emit("upstream_rq_retry_overflow", get(c.upstream_rq_retry_overflow));
-                emit("upstream_rq_timeout", get(c.upstream_rq_timeout));
-                emit("upstream_rq_per_try_timeout", get(c.upstream_rq_per_try_timeout));
-                emit("upstream_rq_pending_overflow", get(c.upstream_rq_pending_overflow));
-                emit("upstream_cx_overflow", get(c.upstream_cx_overflow));
-                emit("upstream_cx_connect_fail", get(c.upstream_cx_connect_fail));
-                emit("outlier_detection_ejections_active", get(c.ejections_active));
-                emit("outlier_detection_ejections_enforced_total",
-                     get(c.outlier_ejections_enforced_total));
-              });
+          r.body = stats_text(path == "/stats/prometheus");
         } else {
           r.status = 404;
           r.body = "not found: " + path + "\n";
@@ -359,6 +457,34 @@ int main(int argc, char** argv) {
   }
   spdlog::info("skiff-proxy serving with {} worker(s); admin on {}:{}", concurrency, admin_address,
                admin.port());
+  // Istio's Prometheus port: /stats/prometheus only.
+  std::unique_ptr<skiff::proxy::AdminServer> stats_server;
+  if (stats_port != 0) {
+    bool best_effort = stats_port < 0;
+    stats_server = std::make_unique<skiff::proxy::AdminServer>(
+        stats_address, static_cast<uint16_t>(best_effort ? 15090 : stats_port),
+        [&](const std::string& path) -> skiff::proxy::AdminServer::Response {
+          skiff::proxy::AdminServer::Response r;
+          if (path == "/stats/prometheus" || path == "/metrics") {
+            r.body = stats_text(true);
+          } else {
+            r.status = 404;
+            r.body = "not found: " + path + "\n";
+          }
+          return r;
+        });
+    if (!stats_server->Start(&error)) {
+      if (!best_effort) {
+        spdlog::error("stats: {}", error);
+        return EXIT_FAILURE;
+      }
+      spdlog::warn("stats: {}; Prometheus metrics only on the admin port", error);
+      stats_server.reset();
+    } else {
+      spdlog::info("Prometheus metrics on {}:{}/stats/prometheus", stats_address,
+                   stats_server->port());
+    }
+  }
 
   while (true) {
     timespec wait{1, 0};
@@ -375,9 +501,13 @@ int main(int argc, char** argv) {
     xds_client->Stop();
   }
   admin.Stop();
+  if (stats_server != nullptr) {
+    stats_server->Stop();
+  }
   for (auto& w : workers) {
     w->Stop();
   }
   workers.clear();
+  telemetry->Stop();  // delivers the access-log lines and spans still queued
   return EXIT_SUCCESS;
 }

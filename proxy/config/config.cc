@@ -4,6 +4,8 @@
 
 #include <set>
 
+#include "proxy/telemetry/metrics.h"
+
 namespace skiff::proxy {
 
 namespace {
@@ -34,6 +36,9 @@ std::shared_ptr<const Config> Config::Build(v1::Snapshot snapshot,
     cluster->name = c.name();
     cluster->policy = c.load_balancer().policy();
     cluster->state = upstream::ClusterStateRegistry::Default().Get(c.name());
+    cluster->telemetry_labels = telemetry::DestinationLabels(&c, nullptr);
+    cluster->span_name =
+        (c.service().empty() ? c.name() : c.service() + ":" + std::to_string(c.port())) + "/*";
     cluster->outlier_detection =
         c.has_outlier_detection() && (c.outlier_detection().consecutive_5xx_errors() > 0 ||
                                       c.outlier_detection().consecutive_gateway_errors() > 0);
@@ -80,6 +85,7 @@ std::shared_ptr<const Config> Config::Build(v1::Snapshot snapshot,
       e.proto = &ep;
       e.health =
           upstream::ClusterStateRegistry::Default().GetEndpoint(it->second->state.get(), e.key);
+      e.telemetry_labels = telemetry::DestinationLabels(it->second->proto, &ep);
       it->second->endpoints.push_back(std::move(e));
     }
   }

@@ -555,11 +555,105 @@ void ServerConnection::SendLocalReply(int status, std::string_view body, const c
     head += "connection: keep-alive\r\n";
   }
   head += "\r\n";
+  resp_head_bytes_ += head.size();
   if (method_ != "HEAD") {
     head.append(body.data(), body.size());
+    resp_body_bytes_ += body.size();
   }
   out_.Append(head);
   FinishExchange();
+}
+
+namespace {
+const std::string& UnknownDestination() {
+  static const std::string* text = new std::string(telemetry::DestinationLabels(nullptr, nullptr));
+  return *text;
+}
+}  // namespace
+
+void ServerConnection::RecordTelemetry() {
+  exchange_active_ = false;
+  auto* tel = worker_->telemetry();
+  if (tel == nullptr) {
+    return;
+  }
+  if (response_status_ == 0 || (!response_head_sent_ && stage_ == Stage::kClosing && closed_)) {
+    AddFlag("DC");  // the client went away before its response
+  }
+  auto now = std::chrono::steady_clock::now();
+  auto micros = std::chrono::duration_cast<std::chrono::microseconds>(now - rq_start_).count();
+  const upstream::Endpoint* ep =
+      served_endpoint_ != nullptr ? served_endpoint_ : previous_endpoint_;
+  std::string_view destination = ep != nullptr ? std::string_view(ep->telemetry_labels)
+                                 : cluster_ != nullptr
+                                     ? std::string_view(cluster_->telemetry_labels)
+                                     : std::string_view(UnknownDestination());
+  std::string_view flags = flags_.empty() ? std::string_view("-") : std::string_view(flags_);
+  auto* owner = tel->owner;
+  if (owner->metrics()) {
+    tel->metrics.Record(destination, response_status_, flags, static_cast<double>(micros) / 1000.0,
+                        rq_head_bytes_ + rq_body_bytes_, resp_head_bytes_ + resp_body_bytes_);
+  }
+  if (owner->access_log()) {
+    telemetry::AccessLogEntry e;
+    e.start = rq_start_wall_;
+    e.method = tel_method_;
+    e.path = tel_path_;
+    e.protocol = client_http10_ ? "HTTP/1.0" : "HTTP/1.1";
+    e.response_code = response_status_;
+    e.response_flags = flags;
+    e.bytes_received = rq_body_bytes_;
+    e.bytes_sent = resp_body_bytes_;
+    e.duration_ms = micros / 1000;
+    e.upstream_service_time_ms = upstream_time_ms_;
+    e.x_forwarded_for = tel_xff_;
+    e.user_agent = tel_user_agent_;
+    e.request_id = tel_request_id_;
+    e.authority = tel_authority_;
+    if (ep != nullptr) {
+      e.upstream_host = ep->key;
+    }
+    if (cluster_ != nullptr) {
+      e.upstream_cluster = cluster_->name;
+    }
+    if (owner->json()) {
+      telemetry::AppendJsonLine(e, &tel->log_batch);
+    } else {
+      telemetry::AppendTextLine(e, &tel->log_batch);
+    }
+    ++tel->log_items;
+  }
+  if (tracing_ && trace_.sampled && owner->tracing()) {
+    telemetry::SpanInfo s;
+    std::string name = cluster_ != nullptr ? cluster_->span_name : tel_authority_ + "/*";
+    s.name = name;
+    s.service_name = owner->span_service_name();
+    s.start_us =
+        std::chrono::duration_cast<std::chrono::microseconds>(rq_start_wall_.time_since_epoch())
+            .count();
+    s.duration_us = micros;
+    s.method = tel_method_;
+    std::string url = "http://" + tel_authority_ + tel_path_;
+    s.url = url;
+    s.status = response_status_;
+    s.response_flags = flags;
+    if (cluster_ != nullptr) {
+      s.upstream_cluster = cluster_->name;
+    }
+    if (ep != nullptr) {
+      s.upstream_address = ep->key;
+    }
+    s.request_id = tel_request_id_;
+    s.user_agent = tel_user_agent_;
+    s.node_id = owner->options().node_id;
+    s.request_size = rq_body_bytes_;
+    s.response_size = resp_body_bytes_;
+    if (tel->span_items > 0) {
+      tel->span_batch.push_back(',');
+    }
+    telemetry::AppendZipkinSpan(trace_, s, &tel->span_batch);
+    ++tel->span_items;
+  }
 }
 
 void ServerConnection::AddFlag(const char* flag) {
@@ -597,6 +691,45 @@ void ServerConnection::OnRequestHead(size_t head_bytes) {
   route_proto_ = nullptr;
   target_proto_ = nullptr;
   flags_.clear();
+  exchange_active_ = true;
+  rq_start_ = std::chrono::steady_clock::now();
+  rq_head_bytes_ = head_bytes;
+  rq_body_bytes_ = 0;
+  resp_head_bytes_ = 0;
+  resp_body_bytes_ = 0;
+  upstream_time_ms_ = -1;
+  served_endpoint_ = nullptr;
+  tracing_ = false;
+  keep_strings_ = false;
+  if (auto* tel = worker_->telemetry(); tel != nullptr) {
+    auto* owner = tel->owner;
+    keep_strings_ = owner->access_log() || owner->tracing();
+    if (keep_strings_) {
+      rq_start_wall_ = std::chrono::system_clock::now();
+      auto copy = [&req](std::string* out, std::string_view name) {
+        const http::Header* h = req.Find(name);
+        out->assign(h == nullptr ? std::string_view() : h->value);
+      };
+      tel_method_.assign(req.method);
+      tel_path_.assign(req.target);
+      tel_authority_.assign(req.host);
+      copy(&tel_user_agent_, "user-agent");
+      copy(&tel_xff_, "x-forwarded-for");
+      copy(&tel_request_id_, "x-request-id");
+    }
+    if (owner->tracing()) {
+      tracing_ = true;
+      trace_ = telemetry::StartSpan(
+          [&req](std::string_view name) -> std::optional<std::string_view> {
+            const http::Header* h = req.Find(name);
+            if (h == nullptr) {
+              return std::nullopt;
+            }
+            return h->value;
+          },
+          owner->options().trace_sampling, [this] { return worker_->NextRandom(); });
+    }
+  }
   attempts_ = 0;
   retries_left_ = 0;
   previous_endpoint_ = nullptr;
@@ -829,6 +962,9 @@ void ServerConnection::BuildUpstreamHead(const v1::Route& route, const v1::Weigh
     if (Overridden(h.name, route_ops, target_ops)) {
       continue;
     }
+    if (tracing_ && telemetry::IsTraceHeader(h.name)) {
+      continue;  // replaced by this hop's context below
+    }
     if (IEquals(h.name, "x-request-id")) {
       has_request_id = true;
     }
@@ -855,7 +991,14 @@ void ServerConnection::BuildUpstreamHead(const v1::Route& route, const v1::Weigh
   }
   AppendHeader(&out, "x-forwarded-proto", "http");
   if (!has_request_id) {
-    AppendHeader(&out, "x-request-id", RequestId(worker_));
+    std::string id = RequestId(worker_);
+    AppendHeader(&out, "x-request-id", id);
+    if (keep_strings_) {
+      tel_request_id_ = std::move(id);
+    }
+  }
+  if (tracing_) {
+    telemetry::AppendPropagationHeaders(trace_, &out);
   }
   if (request_chunked_) {
     AppendHeader(&out, "transfer-encoding", "chunked");
@@ -1111,6 +1254,7 @@ void ServerConnection::OnPoolReady() {
 
 void ServerConnection::SendToUpstream(bool replay) {
   ++upstream_->requests_;
+  try_sent_ = std::chrono::steady_clock::now();
   upstream_->out_.Append(upstream_request_head_);
   if (replay && !replay_.empty()) {
     upstream_->out_.Append(replay_.view());
@@ -1237,6 +1381,7 @@ void ServerConnection::ForwardRequestBody() {
       }
       upstream_->out_.Append(avail.substr(0, r.consumed));
       keep(avail.substr(0, r.consumed));
+      rq_body_bytes_ += r.consumed;
       in_.Consume(r.consumed);
       if (r.status == http::ChunkedStatus::kDone) {
         done = true;
@@ -1246,6 +1391,7 @@ void ServerConnection::ForwardRequestBody() {
       size_t take = std::min<uint64_t>(request_remaining_, avail.size());
       upstream_->out_.Append(avail.substr(0, take));
       keep(avail.substr(0, take));
+      rq_body_bytes_ += take;
       in_.Consume(take);
       request_remaining_ -= take;
       if (request_remaining_ == 0) {
@@ -1555,6 +1701,11 @@ void ServerConnection::OnUpstreamReadable() {
       }
       h += "\r\n";
       out_.Append(h);
+      resp_head_bytes_ += h.size();
+      served_endpoint_ = endpoint_;
+      upstream_time_ms_ = std::chrono::duration_cast<std::chrono::milliseconds>(
+                              std::chrono::steady_clock::now() - try_sent_)
+                              .count();
       upstream_->in_.Consume(r.consumed);
       response_head_sent_ = true;
       CountResponse(head.status);
@@ -1592,6 +1743,7 @@ void ServerConnection::ForwardResponseBody() {
     case http::BodyFraming::kContentLength: {
       size_t take = std::min<uint64_t>(response_remaining_, in.size());
       out_.Append(in.view().substr(0, take));
+      resp_body_bytes_ += take;
       in.Consume(take);
       response_remaining_ -= take;
       done = response_remaining_ == 0;
@@ -1612,8 +1764,10 @@ void ServerConnection::ForwardResponseBody() {
         }
         if (dechunk_for_client_) {
           out_.Append(r.data);
+          resp_body_bytes_ += r.data.size();
         } else {
           out_.Append(in.view().substr(0, r.consumed));
+          resp_body_bytes_ += r.consumed;
         }
         in.Consume(r.consumed);
         if (r.status == http::ChunkedStatus::kDone) {
@@ -1624,6 +1778,7 @@ void ServerConnection::ForwardResponseBody() {
       break;
     case http::BodyFraming::kUntilClose:
       out_.Append(in.view());
+      resp_body_bytes_ += in.size();
       in.Clear();
       break;
   }
@@ -1653,6 +1808,9 @@ void ServerConnection::ReleaseUpstream(bool reusable) {
 }
 
 void ServerConnection::EndExchangeState() {
+  if (exchange_active_) {
+    RecordTelemetry();
+  }
   route_timer_.Cancel();
   try_timer_.Cancel();
   wait_timer_.Cancel();

@@ -11,6 +11,7 @@
 #include "proxy/http/parser.h"
 #include "proxy/net/event_loop.h"
 #include "proxy/policy/retry_policy.h"
+#include "proxy/telemetry/tracing.h"
 
 namespace skiff::proxy {
 
@@ -108,6 +109,7 @@ class ServerConnection : public net::IoHandler {
   void LaunchMirrors();
   void RecordOutcome(upstream::Outcome outcome);
   void AddFlag(const char* flag);
+  void RecordTelemetry();
   bool ConnectUpstream(const upstream::Endpoint& ep);
   void ForwardRequestBody();
   void OnUpstreamReadable();
@@ -193,6 +195,22 @@ class ServerConnection : public net::IoHandler {
   net::Timer route_timer_;                         // the route's timeout: all tries together
   net::Timer try_timer_;                           // per-try timeout
   net::Timer wait_timer_;  // fault delay, retry back-off, pending-queue poll
+
+  // Telemetry of the current exchange (metrics, access log, span).
+  bool exchange_active_ = false;
+  std::chrono::steady_clock::time_point rq_start_;
+  std::chrono::system_clock::time_point rq_start_wall_;
+  std::chrono::steady_clock::time_point try_sent_;  // when the current try was sent
+  int64_t upstream_time_ms_ = -1;                   // try sent -> response head
+  uint64_t rq_head_bytes_ = 0;
+  uint64_t rq_body_bytes_ = 0;
+  uint64_t resp_head_bytes_ = 0;
+  uint64_t resp_body_bytes_ = 0;
+  const upstream::Endpoint* served_endpoint_ = nullptr;  // the endpoint that answered
+  bool keep_strings_ = false;  // the access log or a span needs the request's strings
+  std::string tel_method_, tel_path_, tel_authority_, tel_user_agent_, tel_xff_, tel_request_id_;
+  bool tracing_ = false;
+  telemetry::TraceContext trace_;
 };
 
 }  // namespace skiff::proxy

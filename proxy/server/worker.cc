@@ -73,6 +73,9 @@ class ListenerHandler : public net::IoHandler {
 
 Worker::Worker(int id, const ProxyOptions& options, ConfigStore* store)
     : id_(id), options_(options), store_(store) {
+  if (options_.telemetry != nullptr) {
+    telemetry_ = options_.telemetry->NewWorker();
+  }
   uint64_t seed =
       static_cast<uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count()) ^
       (static_cast<uint64_t>(id) << 32) ^ reinterpret_cast<uintptr_t>(this);
@@ -112,7 +115,15 @@ uint64_t Worker::NextRandom() {
 void Worker::Start() {
   thread_ = std::thread([this] {
     SyncConfig();
-    loop_.Run([this] { SyncConfig(); });
+    loop_.Run([this] {
+      SyncConfig();
+      if (telemetry_ != nullptr) {
+        telemetry_->Flush();
+      }
+    });
+    if (telemetry_ != nullptr) {
+      telemetry_->Flush();
+    }
   });
 }
 

@@ -14,6 +14,7 @@
 
 #include "proxy/config/config.h"
 #include "proxy/net/event_loop.h"
+#include "proxy/telemetry/telemetry.h"
 
 namespace skiff::proxy {
 
@@ -23,7 +24,8 @@ struct ProxyOptions {
   std::chrono::milliseconds idle_timeout{300000};
   std::chrono::milliseconds upstream_connect_timeout{10000};
   std::chrono::milliseconds upstream_idle_timeout{60000};
-  size_t max_buffer_bytes = 256 * 1024;  // per direction, before back-pressure
+  size_t max_buffer_bytes = 256 * 1024;       // per direction, before back-pressure
+  telemetry::Telemetry* telemetry = nullptr;  // metrics, access log, tracing; null = off
 };
 
 // The published configuration. Workers poll version() once per loop turn and take the
@@ -82,6 +84,8 @@ class Worker {
   const std::shared_ptr<const Config>& config() const { return config_; }
   WorkerStats& mutable_stats() { return stats_; }
   uint64_t NextRandom();
+  // This worker's telemetry (null when the proxy runs without).
+  telemetry::WorkerTelemetry* telemetry() { return telemetry_; }
 
   // Upstream pool: an idle keep-alive connection to `key` or nullptr.
   UpstreamConnection* AcquireIdle(const std::string& key);
@@ -128,6 +132,7 @@ class Worker {
   std::unordered_set<MirrorRequest*> mirrors_;
   std::unordered_map<const upstream::Cluster*, size_t> mirror_rr_;
   WorkerStats stats_;
+  telemetry::WorkerTelemetry* telemetry_ = nullptr;
   uint64_t rng_[2];
   mutable std::mutex error_mu_;
   std::string last_error_;

@@ -17,6 +17,7 @@ struct Endpoint {
   std::string key;  // "address:port": connection pools are keyed by it across configs
   const v1::Endpoint* proto = nullptr;
   std::shared_ptr<EndpointHealth> health;  // outlier detection, shared by workers
+  std::string telemetry_labels;            // Istio destination_* label text for this endpoint
 };
 
 struct Cluster {
@@ -27,6 +28,8 @@ struct Cluster {
   // Consistent hashing: (hash, endpoint index) sorted by hash, 100 points per endpoint.
   std::vector<std::pair<uint64_t, uint32_t>> ring;
   std::shared_ptr<ClusterState> state;  // circuit breakers and counters, shared by workers
+  std::string telemetry_labels;         // destination_* labels when no endpoint was reached
+  std::string span_name;                // "<service>:<port>/*"
   bool outlier_detection = false;
   // Circuit-breaker limits; 0 = unlimited.
   uint32_t max_connections = 0;
