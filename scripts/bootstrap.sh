@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs, with apt-get, exactly the Debian packages skiff needs that are missing.
 # Idempotent: when everything is present it changes nothing and prints one line.
+# --with-test-tools adds what only the tests need (a real Prometheus, a JRE for Zipkin).
 set -euo pipefail
 
 PACKAGES=(
@@ -13,6 +14,9 @@ PACKAGES=(
   # test tools
   wrk
 )
+if [ "${1:-}" = "--with-test-tools" ]; then
+  PACKAGES+=(prometheus openjdk-17-jre-headless curl)
+fi
 
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -36,7 +36,7 @@ configure() {  # configure DIR [cmake args...]
 }
 
 mkdir -p build
-phase "bootstrap" scripts/bootstrap.sh
+phase "bootstrap" scripts/bootstrap.sh --with-test-tools
 phase "format check" scripts/format.sh --check
 phase "configure release" configure build/release -DCMAKE_BUILD_TYPE=Release
 phase "build release" cmake --build build/release -j "$JOBS"
