@@ -18,6 +18,7 @@
 #include "common/flags.h"
 #include "common/logging.h"
 #include "operator/source/file/watcher.h"
+#include "operator/source/kube/source.h"
 #include "operator/translate/translate.h"
 #include "operator/xds/server.h"
 
@@ -56,6 +57,9 @@ class Batcher {
     pending_ = std::move(loaded);
     cv_.notify_all();
   }
+
+  // Called after each translation with the statuses (the Kubernetes source writes them).
+  std::function<void(const std::vector<skiff::translate::ResourceStatus>&)> on_statuses;
 
   std::atomic<uint64_t> applied{0};
   std::atomic<uint64_t> load_errors{0};
@@ -98,6 +102,9 @@ class Batcher {
       }
     }
     invalid_resources = invalid;
+    if (on_statuses) {
+      on_statuses(translator->Statuses());
+    }
     server_->Update(std::move(translator));
     ++applied;
     spdlog::info("configuration applied ({} files, {} load errors)", loaded.files,
@@ -141,14 +148,47 @@ int main(int argc, char** argv) {
                     "batch changes for this long before pushing (default 100ms; 0 pushes at once)");
   flags.AddDuration("watch-interval", &watch_interval,
                     "how often --config-dir is checked for changes (default 300ms)");
+  std::string kubeconfig;
+  std::string kube_context;
+  skiff::kube::SourceOptions kube;
+  bool no_leader_election = false;
+  flags.AddString("kubeconfig", &kubeconfig,
+                  "watch the Kubernetes API with this kubeconfig (default: in-cluster config, "
+                  "then $KUBECONFIG, then ~/.kube/config) when --config-dir is not given",
+                  "FILE");
+  flags.AddString("kube-context", &kube_context, "kubeconfig context (default: current)", "NAME");
+  flags.AddString("namespace", &kube.namespace_, "watch only this namespace (default: all)", "NS");
+  flags.AddString("istio-api-version", &kube.istio_version,
+                  "networking.istio.io version to watch and write status to (default v1)",
+                  "VERSION");
+  flags.AddString("leader-election-namespace", &kube.lease_namespace,
+                  "namespace of the leader Lease (default: the operator's own, else "
+                  "skiff-system)",
+                  "NS");
+  flags.AddString("leader-election-id", &kube.lease_name,
+                  "name of the leader Lease (default skiff-operator)", "NAME");
+  flags.AddString("identity", &kube.identity,
+                  "this replica's identity in the Lease (default: $POD_NAME, else hostname-pid)",
+                  "ID");
+  flags.AddBool("no-leader-election", &no_leader_election,
+                "never write status or events (a read-only replica)");
   skiff::AddLogLevelFlag(flags, &log_level);
   if (auto code = flags.Parse(argc, argv)) {
     return *code;
   }
   skiff::SetupLogging("skiff-operator", log_level);
+  kube.leader_election = !no_leader_election;
+  std::unique_ptr<skiff::kube::Client> kube_client;
   if (config_dir.empty()) {
-    spdlog::error("no configuration source: pass --config-dir DIR");
-    return skiff::kExitUsage;
+    std::string error;
+    auto cluster = skiff::kube::LoadClusterConfig(kubeconfig, kube_context, &error);
+    if (!cluster) {
+      spdlog::error("{}", error);
+      spdlog::error("pass --config-dir DIR to run from manifests on disk instead");
+      return skiff::kExitUsage;
+    }
+    spdlog::info("kube: {} at {}", cluster->source, cluster->server);
+    kube_client = std::make_unique<skiff::kube::Client>(std::move(*cluster));
   }
 
   sigset_t signals;
@@ -159,10 +199,22 @@ int main(int argc, char** argv) {
 
   skiff::xds::XdsServer server;
   Batcher batcher(&server, holdoff, std::chrono::milliseconds(1000));
-  skiff::source::DirectoryWatcher watcher(
-      config_dir, watch_interval,
-      [&](skiff::source::LoadResult r) { batcher.Submit(std::move(r)); });
-  watcher.Start();
+  std::unique_ptr<skiff::source::DirectoryWatcher> watcher;
+  std::unique_ptr<skiff::kube::Source> kube_source;
+  if (kube_client != nullptr) {
+    kube_source = std::make_unique<skiff::kube::Source>(
+        std::move(kube_client), kube,
+        [&](skiff::source::LoadResult r) { batcher.Submit(std::move(r)); });
+    batcher.on_statuses = [&kube_source](const auto& statuses) {
+      kube_source->OnStatuses(statuses);
+    };
+    kube_source->Start();
+  } else {
+    watcher = std::make_unique<skiff::source::DirectoryWatcher>(
+        config_dir, watch_interval,
+        [&](skiff::source::LoadResult r) { batcher.Submit(std::move(r)); });
+    watcher->Start();
+  }
 
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
@@ -215,6 +267,25 @@ int main(int argc, char** argv) {
            batcher.load_errors.load());
       line("skiff_operator_invalid_resources", "gauge", "resources with a False condition",
            batcher.invalid_resources.load());
+      if (kube_source != nullptr) {
+        const auto& k = kube_source->metrics();
+        line("skiff_operator_watch_restarts_total", "counter",
+             "Kubernetes watches that ended and were restarted", k.watch_restarts.load());
+        line("skiff_operator_relists_total", "counter", "Kubernetes lists after 410 Gone or errors",
+             k.relists.load());
+        line("skiff_operator_watch_errors_total", "counter",
+             "Kubernetes watches that failed or ended at once", k.watch_errors.load());
+        line("skiff_operator_watch_events_total", "counter", "Kubernetes watch events",
+             k.events_received.load());
+        line("skiff_operator_status_writes_total", "counter", "status subresource patches",
+             k.status_writes.load());
+        line("skiff_operator_status_write_errors_total", "counter",
+             "failed status subresource patches", k.status_write_errors.load());
+        line("skiff_operator_k8s_events_total", "counter", "Kubernetes Events created",
+             k.k8s_events_created.load());
+        line("skiff_operator_leader", "gauge", "1 while this replica holds the Lease",
+             static_cast<uint64_t>(k.leader.load()));
+      }
       web::http::http_response resp(200);
       resp.headers().set_content_type("text/plain; version=0.0.4");
       resp.set_body(body);
@@ -232,7 +303,12 @@ int main(int argc, char** argv) {
   int sig = 0;
   sigwait(&signals, &sig);
   spdlog::info("stopping");
-  watcher.Stop();
+  if (watcher != nullptr) {
+    watcher->Stop();
+  }
+  if (kube_source != nullptr) {
+    kube_source->Stop();
+  }
   server.Shutdown();
   grpc_server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
   if (metrics) {
