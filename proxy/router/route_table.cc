@@ -225,6 +225,13 @@ bool RouteTable::Init(const v1::RouteTable& proto, std::string* error) {
           }
         }
       }
+      for (int i = 0; i < rp.cors().allow_origins_size(); ++i) {
+        StringMatcher origin;
+        if (auto err = origin.Init(rp.cors().allow_origins(i)); !err.empty()) {
+          return fail(".cors.allow_origins[" + std::to_string(i) + "].regex", err);
+        }
+        r.cors_origins.push_back(std::move(origin));
+      }
       switch (rp.action_case()) {
         case v1::Route::kRoute: {
           const auto& action = rp.route();

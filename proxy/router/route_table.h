@@ -66,6 +66,7 @@ struct Route {
   std::unique_ptr<RE2> rewrite_regex;
   uint32_t total_weight = 0;
   policy::RetryPolicy retry;
+  std::vector<StringMatcher> cors_origins;           // corsPolicy.allowOrigins, compiled
   std::optional<std::chrono::milliseconds> timeout;  // unset: no overall timeout
 
   [[nodiscard]] bool Matches(const RequestView& req) const;

@@ -837,6 +837,46 @@ void ServerConnection::OnRequestHead(size_t head_bytes) {
   }
   const v1::Route& rp = *route->proto;
   route_proto_ = &rp;
+  // CORS (Istio's corsPolicy, Envoy's CORS filter): a preflight from an allowed origin is
+  // answered here; other requests from it get the CORS response headers.
+  cors_origin_.clear();
+  if (!route->cors_origins.empty()) {
+    if (const http::Header* origin = req.Find("origin")) {
+      for (const auto& m : route->cors_origins) {
+        if (m.Matches(origin->value)) {
+          cors_origin_.assign(origin->value);
+          break;
+        }
+      }
+    }
+    if (!cors_origin_.empty() && req.method == "OPTIONS" &&
+        req.Find("access-control-request-method") != nullptr) {
+      const auto& cors = rp.cors();
+      std::string extra = "access-control-allow-origin: " + cors_origin_ + "\r\n";
+      auto join = [](const auto& list) {
+        std::string out;
+        for (const auto& s : list) {
+          out += (out.empty() ? "" : ",") + s;
+        }
+        return out;
+      };
+      if (cors.allow_methods_size() > 0) {
+        extra += "access-control-allow-methods: " + join(cors.allow_methods()) + "\r\n";
+      }
+      if (cors.allow_headers_size() > 0) {
+        extra += "access-control-allow-headers: " + join(cors.allow_headers()) + "\r\n";
+      }
+      if (cors.has_max_age()) {
+        extra += "access-control-max-age: " + std::to_string(cors.max_age().seconds()) + "\r\n";
+      }
+      if (cors.allow_credentials()) {
+        extra += "access-control-allow-credentials: true\r\n";
+      }
+      cors_origin_.clear();
+      reject(200, "", "-", extra);
+      return;
+    }
+  }
   if (rp.has_direct_response()) {
     reject(static_cast<int>(rp.direct_response().status()), rp.direct_response().body(), "-");
     return;
@@ -1690,6 +1730,20 @@ void ServerConnection::OnUpstreamReadable() {
       }
       AppendOps(&h, route_ops);
       AppendOps(&h, target_ops);
+      if (!cors_origin_.empty() && route_proto_ != nullptr) {
+        const auto& cors = route_proto_->cors();
+        AppendHeader(&h, "access-control-allow-origin", cors_origin_);
+        if (cors.allow_credentials()) {
+          AppendHeader(&h, "access-control-allow-credentials", "true");
+        }
+        if (cors.expose_headers_size() > 0) {
+          std::string v;
+          for (const auto& e : cors.expose_headers()) {
+            v += (v.empty() ? "" : ",") + e;
+          }
+          AppendHeader(&h, "access-control-expose-headers", v);
+        }
+      }
       AppendHeader(&h, "server", worker_->options().server_name);
       if (response_framing_ == http::BodyFraming::kChunked && !dechunk_for_client_) {
         AppendHeader(&h, "transfer-encoding", "chunked");

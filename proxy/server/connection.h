@@ -173,6 +173,7 @@ class ServerConnection : public net::IoHandler {
   std::string_view target_;
   std::string_view authority_;
   bool absolute_form_ = false;
+  std::string cors_origin_;  // an allowed Origin: CORS headers go on the response
   std::string target_storage_;
   int fault_abort_status_ = 0;  // an abort fault drawn for this request, sent after any delay
 

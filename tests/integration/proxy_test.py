@@ -404,6 +404,39 @@ def t_actions_and_headers(up):
         p.stop()
 
 
+def t_cors(up):
+    cors = {"allowOrigins": [{"exact": "https://shop.example.com"},
+                             {"regex": "https://.*\\.test\\.com"}],
+            "allowMethods": ["GET", "POST"], "allowHeaders": ["x-user"],
+            "exposeHeaders": ["x-upstream"], "maxAge": "86400s", "allowCredentials": True}
+    snap = snapshot({("*",): [route([to("a")], cors=cors)]}, {"a": [up["a"]]})
+    p = Proxy(snap)
+    try:
+        s, h, b = http_get(p.port, "/x", method="OPTIONS",
+                           headers={"Origin": "https://shop.example.com",
+                                    "Access-Control-Request-Method": "POST"})
+        check("CORS preflight from an allowed origin is answered by the proxy",
+              s == 200 and h.get("access-control-allow-origin") == "https://shop.example.com"
+              and h.get("access-control-allow-methods") == "GET,POST"
+              and h.get("access-control-allow-headers") == "x-user"
+              and h.get("access-control-max-age") == "86400"
+              and h.get("access-control-allow-credentials") == "true" and b == b"", (s, h))
+        s, h, b = http_get(p.port, "/x", headers={"Origin": "https://a.test.com"})
+        check("CORS: a request from an origin matching a regex gets the response headers",
+              s == 200 and h.get("access-control-allow-origin") == "https://a.test.com" and
+              h.get("access-control-expose-headers") == "x-upstream", h)
+        s, h, b = http_get(p.port, "/x", headers={"Origin": "https://evil.com"})
+        check("CORS: other origins get no CORS headers",
+              s == 200 and "access-control-allow-origin" not in h, h)
+        s, h, b = http_get(p.port, "/x", method="OPTIONS",
+                           headers={"Origin": "https://evil.com",
+                                    "Access-Control-Request-Method": "POST"})
+        check("CORS: a preflight from another origin goes upstream",
+              s == 200 and h.get("x-upstream") == "a", h)
+    finally:
+        p.stop()
+
+
 def t_upstream_failures(up):
     dead = free_port()
     snap = snapshot({("*",): [route([to("none")], match={"uri": {"prefix": "/none"}}),
@@ -794,7 +827,7 @@ def main():
     ARGS = ap.parse_args()
     try:
         up = {"a": start_upstream("a"), "b": start_upstream("b")}
-        tests = [t_routing, t_weights_and_lb, t_more_load_balancers, t_actions_and_headers,
+        tests = [t_routing, t_weights_and_lb, t_more_load_balancers, t_actions_and_headers, t_cors,
                  t_upstream_failures, t_bodies, t_big_bodies, t_strict_parsing,
                  t_timeouts_and_pools, t_reload, t_swap_under_load]
         for t in tests:
