@@ -1,4 +1,5 @@
 // skiff-proxy: the data-plane HTTP proxy.
+#include <arpa/inet.h>
 #include <google/protobuf/util/json_util.h>
 #include <signal.h>
 #include <spdlog/spdlog.h>
@@ -166,6 +167,23 @@ int main(int argc, char** argv) {
         return std::nullopt;
       },
       "listen on LOCALPORT for listeners configured on PORT", "80=18080,...");
+  std::map<std::string, std::string> address_map;
+  flags.AddCustom(
+      "address-map",
+      [&address_map](std::string_view v) -> std::optional<std::string> {
+        for (const auto& pair : skiff::Split(v, ',')) {
+          auto eq = pair.find('=');
+          unsigned char buf[16];
+          if (eq == std::string::npos ||
+              ::inet_pton(AF_INET, pair.substr(eq + 1).c_str(), buf) != 1) {
+            return "expected ADDRESS=LOCALADDRESS[,...], e.g. 192.0.2.10=127.0.0.1";
+          }
+          address_map[pair.substr(0, eq)] = pair.substr(eq + 1);
+        }
+        return std::nullopt;
+      },
+      "connect to LOCALADDRESS for endpoints configured on ADDRESS (one-machine runs)",
+      "192.0.2.10=127.0.0.1,...");
   flags.AddInt("admin-port", &admin_port, 0, 65535, "admin port on 127.0.0.1 (default 15000)");
   flags.AddString("admin-address", &admin_address, "admin address (default 127.0.0.1)", "ADDR");
   flags.AddString("server-name", &options.server_name, "the server header (default skiff)", "NAME");
@@ -230,6 +248,7 @@ int main(int argc, char** argv) {
     return *code;
   }
   skiff::router::SetMaxRegexProgramSize(static_cast<int>(max_regex_program_size));
+  skiff::proxy::SetAddressMap(address_map);
   skiff::SetupLogging("skiff-proxy", log_level);
   if (bootstrap.empty() == xds.address.empty()) {
     spdlog::error("pass exactly one configuration source: --bootstrap FILE or --xds HOST:PORT");

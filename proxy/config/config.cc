@@ -9,11 +9,18 @@
 namespace skiff::proxy {
 
 namespace {
+std::map<std::string, std::string>& AddressMap() {
+  static auto* map = new std::map<std::string, std::string>();
+  return *map;
+}
+
 bool ValidAddress(const std::string& a) {
   unsigned char buf[16];
   return ::inet_pton(AF_INET, a.c_str(), buf) == 1 || ::inet_pton(AF_INET6, a.c_str(), buf) == 1;
 }
 }  // namespace
+
+void SetAddressMap(std::map<std::string, std::string> map) { AddressMap() = std::move(map); }
 
 std::shared_ptr<const Config> Config::Build(v1::Snapshot snapshot,
                                             const std::map<uint32_t, uint32_t>& port_map,
@@ -80,8 +87,11 @@ std::shared_ptr<const Config> Config::Build(v1::Snapshot snapshot,
       }
       upstream::Endpoint e;
       e.address = ep.address();
+      if (auto m = AddressMap().find(e.address); m != AddressMap().end()) {
+        e.address = m->second;
+      }
       e.port = static_cast<uint16_t>(ep.port());
-      e.key = ep.address() + ":" + std::to_string(ep.port());
+      e.key = e.address + ":" + std::to_string(ep.port());
       e.proto = &ep;
       e.health =
           upstream::ClusterStateRegistry::Default().GetEndpoint(it->second->state.get(), e.key);

@@ -23,6 +23,11 @@ struct ListenerConfig {
   const router::RouteTable* route_table = nullptr;
 };
 
+// Endpoint addresses to connect to instead of the configured ones ("192.0.2.10" ->
+// "127.0.0.1"), for running a cluster's configuration on one machine (the API server
+// refuses loopback addresses in EndpointSlices). Set once at start-up.
+void SetAddressMap(std::map<std::string, std::string> map);
+
 class Config {
  public:
   // Validates and compiles. On failure returns nullptr and sets `error` to a message that

@@ -286,11 +286,7 @@ void Source::RunReflector(Resource* r) {
         return;
       }
       backoff = std::min(backoff * 2, kMaxBackoff);
-      need_list = !resp.ok();
-      if (need_list) {
-        metrics_.relists.fetch_add(1, std::memory_order_relaxed);
-      }
-      continue;
+      continue;  // watch again from the last resourceVersion (a 410 then forces a relist)
     }
     backoff = std::chrono::milliseconds(800);  // a healthy watch ended by its timeout
   }
