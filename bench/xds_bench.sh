@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # 1,000 simulated proxies against one operator (holdoff 0): time from a VirtualService
 # change until every proxy has ACKed it, and the operator's RSS. Not a pass/fail test.
-#   bench/xds_bench.sh [PROXIES] [CHANGES]
+#   bench/xds_bench.sh [PROXIES] [CHANGES] [xds_bench flags: --sync-client, --separate-connections]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build/release}
 PROXIES=${1:-1000}
 CHANGES=${2:-5}
+shift $(( $# < 2 ? $# : 2 ))
 ulimit -n 65536 2>/dev/null || true
 DIR=$(mktemp -d /tmp/skiff-xds-bench.XXXXXX)
 cat > "$DIR/base.yaml" <<'YAML'
@@ -35,5 +36,5 @@ for _ in $(seq 1 100); do
 done
 echo "operator idle RSS: $(awk '/VmRSS/ {printf "%.1f MB", $2/1024}' /proc/$OP/status)"
 "$BUILD/bench/xds_bench" --operator "127.0.0.1:$PORT" --operator-pid "$OP" \
-  --file "$DIR/vs.yaml" --proxies "$PROXIES" --changes "$CHANGES"
+  --file "$DIR/vs.yaml" --proxies "$PROXIES" --changes "$CHANGES" "$@"
 echo "(the operator notices file changes by polling every 20 ms, included in the times)"

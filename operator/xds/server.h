@@ -3,12 +3,18 @@
 // delta. Proxies with the same (role, labels, namespace) share one computed snapshot. Per
 // stream and type it tracks what was sent, ACKed and NACKed; a NACKed version is not sent
 // again until the snapshot changes, and stale nonces are ignored.
+//
+// Streams use gRPC's callback API (a reactor per stream, no thread per stream). Each stream
+// has its own lock; the server-wide locks guard only the snapshot cache and the stream
+// registry. A state-of-the-world response is serialized once per (group snapshot, type) and
+// the same bytes are shared by every stream of the group; only the nonce is per stream.
+#include <grpcpp/support/byte_buffer.h>
+
+#include <array>
 #include <atomic>
-#include <condition_variable>
 #include <map>
 #include <memory>
 #include <mutex>
-#include <set>
 #include <string>
 
 #include "operator/translate/translate.h"
@@ -21,6 +27,20 @@ struct GroupSnapshot {
   uint64_t generation = 0;
   TypedResources resources;
   std::map<std::string, std::string> versions;  // type -> content version
+  // Per type in kTypeOrder (index i is kTypeOrder[i]), for the push path:
+  struct Type {
+    const ResourceMap* resources = nullptr;  // points into `resources` above
+    std::string version;
+    std::map<std::string, std::string> resource_versions;  // name -> ResourceVersion (delta)
+    // The serialized state-of-the-world DiscoveryResponse without its nonce; every stream of
+    // the group sends these bytes (no copy) followed by its own nonce field.
+    std::shared_ptr<const std::string> sotw_bytes;
+  };
+  std::array<Type, kTypeOrder.size()> by_order;
+
+  GroupSnapshot() = default;
+  GroupSnapshot(const GroupSnapshot&) = delete;  // by_order points into resources
+  GroupSnapshot& operator=(const GroupSnapshot&) = delete;
 };
 
 struct ServerMetrics {
@@ -33,44 +53,55 @@ struct ServerMetrics {
   std::atomic<uint64_t> translation_us_total{0};
 };
 
-class XdsServer final : public v1::AggregatedDiscoveryService::Service,
-                        public v1::ProxyStatusService::Service {
+// State of the world is served raw (shared pre-serialized bytes), delta with typed messages;
+// ListProxies is synchronous.
+using AdsCallbackService =
+    v1::AggregatedDiscoveryService::WithRawCallbackMethod_StreamAggregatedResources<
+        v1::AggregatedDiscoveryService::WithCallbackMethod_DeltaAggregatedResources<
+            v1::AggregatedDiscoveryService::Service>>;
+
+class XdsServer final : public AdsCallbackService, public v1::ProxyStatusService::Service {
  public:
   XdsServer();
   ~XdsServer() override;
 
-  // New inputs: later snapshots come from this translator. Wakes every stream.
+  // New inputs: later snapshots come from this translator. Pushes to every stream.
   void Update(std::shared_ptr<const translate::Translator> translator);
+  // Finishes every stream (and any that opens later); call before grpc::Server::Shutdown.
   void Shutdown();
 
-  grpc::Status StreamAggregatedResources(
-      grpc::ServerContext* context,
-      grpc::ServerReaderWriter<v1::DiscoveryResponse, v1::DiscoveryRequest>* stream) override;
-  grpc::Status DeltaAggregatedResources(
-      grpc::ServerContext* context,
-      grpc::ServerReaderWriter<v1::DeltaDiscoveryResponse, v1::DeltaDiscoveryRequest>* stream)
-      override;
+  grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* StreamAggregatedResources(
+      grpc::CallbackServerContext* context) override;
+  grpc::ServerBidiReactor<v1::DeltaDiscoveryRequest, v1::DeltaDiscoveryResponse>*
+  DeltaAggregatedResources(grpc::CallbackServerContext* context) override;
   grpc::Status ListProxies(grpc::ServerContext* context, const v1::ProxyStatusRequest* request,
                            v1::ProxyStatusResponse* response) override;
 
   const ServerMetrics& metrics() const { return metrics_; }
   // The snapshot of a group for the current inputs (computed once per generation).
   std::shared_ptr<const GroupSnapshot> Snapshot(const translate::ProxyGroup& group);
+  // The current generation (bumped by each Update).
+  uint64_t generation() const { return generation_.load(std::memory_order_acquire); }
+
+  struct TypeState;
+  class StreamBase;
 
  private:
-  struct TypeState;
-  struct StreamState;
-  template <typename Request, typename Response>
-  grpc::Status Serve(grpc::ServerContext* context,
-                     grpc::ServerReaderWriter<Response, Request>* stream, bool delta);
+  class SotwStream;
+  class DeltaStream;
+  template <typename S>
+  S* Open(grpc::CallbackServerContext* context);
+  void Close(uint64_t id);
 
-  std::mutex mu_;
-  std::condition_variable cv_;
-  uint64_t generation_ = 0;
-  bool shutdown_ = false;
+  // Snapshot cache: translator, generation and per-group snapshots.
+  std::mutex cache_mu_;
+  std::atomic<uint64_t> generation_{0};
   std::shared_ptr<const translate::Translator> translator_;
   std::map<translate::ProxyGroup, std::shared_ptr<const GroupSnapshot>> cache_;
-  std::set<StreamState*> streams_;
+  // Stream registry.
+  std::mutex streams_mu_;
+  bool shutdown_ = false;
+  std::map<uint64_t, std::shared_ptr<StreamBase>> streams_;
   uint64_t next_stream_id_ = 0;
   ServerMetrics metrics_;
 };

@@ -4,6 +4,7 @@
 #include <catch2/catch.hpp>
 #include <chrono>
 #include <memory>
+#include <thread>
 
 #include "operator/api/decode.h"
 #include "operator/xds/server.h"
@@ -154,4 +155,85 @@ TEST_CASE("xds: a proxy that reconnects with the current version gets nothing re
   CHECK(f.server.metrics().pushes.load() == pushes);
   CHECK(f.RouteState() == "SYNCED");
   ctx.TryCancel();
+}
+
+TEST_CASE("xds: delta sends what changed, an ACK syncs, a NACK is not re-sent") {
+  Fixture f;
+  auto stub = skiff::v1::AggregatedDiscoveryService::NewStub(f.channel);
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+  auto stream = stub->DeltaAggregatedResources(&ctx);
+  skiff::v1::DeltaDiscoveryRequest sub;
+  sub.mutable_node()->set_id("p1");
+  sub.mutable_node()->set_role("gateway");
+  (*sub.mutable_node()->mutable_labels())["istio"] = "ingressgateway";
+  sub.set_type_url(skiff::xds::kRouteTableType);
+  REQUIRE(stream->Write(sub));
+  skiff::v1::DeltaDiscoveryResponse first;
+  REQUIRE(stream->Read(&first));
+  REQUIRE(first.resources_size() == 1);
+  CHECK(first.removed_resources_size() == 0);
+  skiff::v1::DeltaDiscoveryRequest ack;
+  ack.set_type_url(skiff::xds::kRouteTableType);
+  ack.set_response_nonce(first.nonce());
+  REQUIRE(stream->Write(ack));
+  for (int i = 0; i < 100 && f.RouteState() != "SYNCED"; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  CHECK(f.RouteState() == "SYNCED");
+
+  f.server.Update(Inputs("/b"));
+  skiff::v1::DeltaDiscoveryResponse second;
+  REQUIRE(stream->Read(&second));
+  REQUIRE(second.resources_size() == 1);
+  CHECK(second.resources(0).name() == first.resources(0).name());
+  CHECK(second.resources(0).version() != first.resources(0).version());
+  CHECK(second.nonce() != first.nonce());
+  skiff::v1::DeltaDiscoveryRequest nack;
+  nack.set_type_url(skiff::xds::kRouteTableType);
+  nack.set_response_nonce(second.nonce());
+  nack.mutable_error_detail()->set_message("bad regex");
+  REQUIRE(stream->Write(nack));
+  for (int i = 0; i < 100 && f.RouteState() != "NACKED"; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  CHECK(f.RouteState() == "NACKED");
+  CHECK(f.server.metrics().nacks.load() == 1);
+  uint64_t pushes = f.server.metrics().pushes.load();
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  CHECK(f.server.metrics().pushes.load() == pushes);  // not re-sent
+  ctx.TryCancel();
+}
+
+TEST_CASE("xds: streams of one group share one snapshot; Shutdown ends open streams") {
+  Fixture f;
+  auto stub = skiff::v1::AggregatedDiscoveryService::NewStub(f.channel);
+  grpc::ClientContext ctx1;
+  grpc::ClientContext ctx2;
+  auto s1 = stub->StreamAggregatedResources(&ctx1);
+  auto s2 = stub->StreamAggregatedResources(&ctx2);
+  DiscoveryRequest sub = Subscribe();
+  REQUIRE(s1->Write(sub));
+  sub.mutable_node()->set_id("p2");
+  REQUIRE(s2->Write(sub));
+  DiscoveryResponse r1;
+  DiscoveryResponse r2;
+  REQUIRE(s1->Read(&r1));
+  REQUIRE(s2->Read(&r2));
+  CHECK(r1.version_info() == r2.version_info());
+  CHECK(r1.resources_size() == 1);
+  CHECK(r1.resources(0).SerializeAsString() == r2.resources(0).SerializeAsString());
+  CHECK(r1.nonce() != r2.nonce());
+  CHECK(f.server.metrics().translations.load() == 1);
+  CHECK(f.server.metrics().connected.load() == 2);
+
+  f.server.Shutdown();
+  CHECK_FALSE(s1->Read(&r1));
+  CHECK_FALSE(s2->Read(&r2));
+  CHECK(s1->Finish().ok());
+  CHECK(s2->Finish().ok());
+  for (int i = 0; i < 100 && f.server.metrics().connected.load() != 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  CHECK(f.server.metrics().connected.load() == 0);
 }
