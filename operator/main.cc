@@ -61,6 +61,7 @@ class Batcher {
   // Called after each translation with the statuses (the Kubernetes source writes them).
   std::function<void(const std::vector<skiff::translate::ResourceStatus>&)> on_statuses;
 
+  skiff::xds::MsHistogram translation_time;  // objects -> index + statuses (all groups)
   std::atomic<uint64_t> applied{0};
   std::atomic<uint64_t> load_errors{0};
   std::atomic<uint64_t> invalid_resources{0};
@@ -91,7 +92,10 @@ class Batcher {
       spdlog::error("{}", e.Format());
     }
     load_errors = loaded.errors.size();
+    auto started = std::chrono::steady_clock::now();
     auto translator = std::make_shared<skiff::translate::Translator>(std::move(loaded.objects));
+    translation_time.Observe(std::chrono::duration_cast<std::chrono::microseconds>(
+        std::chrono::steady_clock::now() - started));
     uint64_t invalid = 0;
     for (const auto& st : translator->Statuses()) {
       for (const auto& c : st.conditions) {
@@ -263,6 +267,12 @@ int main(int argc, char** argv) {
            "time spent computing group snapshots", m.translation_us_total.load());
       line("skiff_operator_config_applies_total", "counter", "input sets applied",
            batcher.applied.load());
+      body += m.push_time.Render("skiff_operator_xds_push_time_milliseconds",
+                                 "time to compute the snapshots of a change and start its "
+                                 "pushes to every connected proxy");
+      body += batcher.translation_time.Render(
+          "skiff_operator_translation_time_milliseconds",
+          "time to index, validate and check the inputs of a change");
       line("skiff_operator_config_load_errors", "gauge", "files/documents that failed to load",
            batcher.load_errors.load());
       line("skiff_operator_invalid_resources", "gauge", "resources with a False condition",

@@ -12,6 +12,7 @@
 
 #include <array>
 #include <atomic>
+#include <chrono>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -43,6 +44,18 @@ struct GroupSnapshot {
   GroupSnapshot& operator=(const GroupSnapshot&) = delete;
 };
 
+// A Prometheus histogram of milliseconds, updated with relaxed atomics.
+struct MsHistogram {
+  static constexpr std::array<double, 12> kBounds = {1,   5,   10,   25,   50,   100,
+                                                     250, 500, 1000, 2500, 5000, 10000};
+  std::array<std::atomic<uint64_t>, 12> buckets{};  // non-cumulative
+  std::atomic<uint64_t> count{0};
+  std::atomic<uint64_t> sum_us{0};
+  void Observe(std::chrono::microseconds d);
+  // "# HELP/# TYPE" and the _bucket/_sum/_count lines.
+  [[nodiscard]] std::string Render(const std::string& name, const std::string& help) const;
+};
+
 struct ServerMetrics {
   std::atomic<uint64_t> pushes{0};  // responses sent, all types
   std::atomic<uint64_t> acks{0};
@@ -51,6 +64,8 @@ struct ServerMetrics {
   std::atomic<uint64_t> streams_total{0};
   std::atomic<uint64_t> translations{0};
   std::atomic<uint64_t> translation_us_total{0};
+  // Time to compute the snapshots of one change and start the pushes to every stream.
+  MsHistogram push_time;
 };
 
 // State of the world is served raw (shared pre-serialized bytes), delta with typed messages;

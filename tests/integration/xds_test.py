@@ -191,6 +191,11 @@ def scenario(up, delta):
         sent = op.metric("skiff_operator_xds_pushes_total") - pushes
         pt.check(f"{mode}: an endpoint-only change pushes only endpoints (1 response per proxy)",
                  sent == 2, sent)
+        pt.check(f"{mode}: push time and translation time histograms are exported",
+                 (op.metric("skiff_operator_xds_push_time_milliseconds_count") or 0) >= 1 and
+                 (op.metric("skiff_operator_translation_time_milliseconds_count") or 0) >= 1,
+                 (op.metric("skiff_operator_xds_push_time_milliseconds_count"),
+                  op.metric("skiff_operator_translation_time_milliseconds_count")))
         write(os.path.join(cfg, "services.yaml"),
               service_yaml("svc-a", up["a"]) + "---\n" + service_yaml("svc-b", up["b"]))
         wait_for(lambda: who(p1.port), "b")
