@@ -17,6 +17,15 @@ namespace {
 
 constexpr size_t kReadChunk = 64 * 1024;
 
+// Envoy's local-reply bodies.
+constexpr std::string_view kResetBody = "upstream connect error or disconnect/reset before headers";
+constexpr std::string_view kOverflowBody =
+    "upstream connect error or disconnect/reset before headers. reset reason: overflow";
+constexpr std::string_view kConnectFailureBody =
+    "upstream connect error or disconnect/reset before headers. reset reason: connection failure";
+constexpr std::string_view kConnectTimeoutBody =
+    "upstream connect error or disconnect/reset before headers. reset reason: connection timeout";
+
 bool IEquals(std::string_view a, std::string_view b) { return http::EqualsIgnoreCase(a, b); }
 
 // Headers a proxy must not forward (RFC 9110 7.6.1), plus those it regenerates.
@@ -1104,7 +1113,6 @@ void ServerConnection::AfterFaultDelay() {
     worker_->mutable_stats().fault_aborts_injected.fetch_add(1, std::memory_order_relaxed);
     int status = fault_abort_status_;
     fault_abort_status_ = 0;
-    mirrors_.clear();
     SendLocalReply(status, "fault filter abort", "FI", !request_done_);
     return;
   }
@@ -1114,10 +1122,7 @@ void ServerConnection::AfterFaultDelay() {
   if (cluster_->max_requests != 0 &&
       state->rq_active.load(std::memory_order_relaxed) >= cluster_->max_requests) {
     state->upstream_rq_pending_overflow.fetch_add(1, std::memory_order_relaxed);
-    mirrors_.clear();
-    SendLocalReply(
-        503, "upstream connect error or disconnect/reset before headers. reset reason: overflow",
-        "UO", !request_done_);
+    SendLocalReply(503, kOverflowBody, "UO", !request_done_);
     return;
   }
   state->rq_active.fetch_add(1, std::memory_order_relaxed);
@@ -1253,11 +1258,7 @@ void ServerConnection::AcquireConnection() {
               cluster_->max_pending_requests) {
         state->upstream_rq_pending_overflow.fetch_add(1, std::memory_order_relaxed);
         endpoint_ = nullptr;
-        mirrors_.clear();
-        SendLocalReply(
-            503,
-            "upstream connect error or disconnect/reset before headers. reset reason: overflow",
-            "UO", !request_done_);
+        SendLocalReply(503, kOverflowBody, "UO", !request_done_);
         return;
       }
       state->upstream_cx_overflow.fetch_add(1, std::memory_order_relaxed);
@@ -1268,9 +1269,7 @@ void ServerConnection::AcquireConnection() {
     UpdateInterest();
     return;
   } else if (!ConnectUpstream(*endpoint_)) {
-    AttemptFailed(policy::TryFailure::kConnectFailure, "UF",
-                  "upstream connect error or disconnect/reset before headers. reset reason: "
-                  "connection failure");
+    AttemptFailed(policy::TryFailure::kConnectFailure, "UF", kConnectFailureBody);
     return;
   }
   if (pending_) {
@@ -1311,8 +1310,7 @@ void ServerConnection::SendToUpstream(bool replay) {
   }
   if (upstream_ != nullptr && upstream_->connected_) {
     if (!upstream_->out_.WriteTo(upstream_->fd_)) {
-      AttemptFailed(policy::TryFailure::kReset, "UC",
-                    "upstream connect error or disconnect/reset before headers");
+      AttemptFailed(policy::TryFailure::kReset, "UC", kResetBody);
       return;
     }
   }
@@ -1384,9 +1382,7 @@ bool ServerConnection::ConnectUpstream(const upstream::Endpoint& ep) {
 
 void ServerConnection::OnUpstreamConnectTimeout() {
   worker_->mutable_stats().upstream_cx_connect_fail.fetch_add(1, std::memory_order_relaxed);
-  AttemptFailed(policy::TryFailure::kConnectFailure, "UF",
-                "upstream connect error or disconnect/reset before headers. reset reason: "
-                "connection timeout");
+  AttemptFailed(policy::TryFailure::kConnectFailure, "UF", kConnectTimeoutBody);
 }
 
 void ServerConnection::ForwardRequestBody() {
@@ -1412,10 +1408,7 @@ void ServerConnection::ForwardRequestBody() {
       auto r = request_chunks_.Decode(avail);
       if (r.status == http::ChunkedStatus::kError) {
         // Cannot answer cleanly mid-stream if the upstream already answered; close both.
-        EndRequestCount();
-        endpoint_ = nullptr;
-        ReleaseUpstream(false);
-        mirrors_.clear();
+        DropUpstream();
         SendLocalReply(400, "invalid chunked body", "-", /*close=*/true);
         return;
       }
@@ -1445,8 +1438,7 @@ void ServerConnection::ForwardRequestBody() {
   }
   if (upstream_->connected_) {
     if (!upstream_->out_.WriteTo(upstream_->fd_)) {
-      AttemptFailed(policy::TryFailure::kReset, "UC",
-                    "upstream connect error or disconnect/reset before headers");
+      AttemptFailed(policy::TryFailure::kReset, "UC", kResetBody);
       return;
     }
   }
@@ -1460,9 +1452,7 @@ void ServerConnection::OnUpstreamEvents(uint32_t events) {
   if (!upstream_->connected_) {
     if (events & (EPOLLERR | EPOLLHUP)) {
       worker_->mutable_stats().upstream_cx_connect_fail.fetch_add(1, std::memory_order_relaxed);
-      AttemptFailed(policy::TryFailure::kConnectFailure, "UF",
-                    "upstream connect error or disconnect/reset before headers. reset reason: "
-                    "connection failure");
+      AttemptFailed(policy::TryFailure::kConnectFailure, "UF", kConnectFailureBody);
       return;
     }
     if (events & EPOLLOUT) {
@@ -1471,9 +1461,7 @@ void ServerConnection::OnUpstreamEvents(uint32_t events) {
       ::getsockopt(upstream_->fd_, SOL_SOCKET, SO_ERROR, &err, &len);
       if (err != 0) {
         worker_->mutable_stats().upstream_cx_connect_fail.fetch_add(1, std::memory_order_relaxed);
-        AttemptFailed(policy::TryFailure::kConnectFailure, "UF",
-                      "upstream connect error or disconnect/reset before headers. reset reason: "
-                      "connection failure");
+        AttemptFailed(policy::TryFailure::kConnectFailure, "UF", kConnectFailureBody);
         return;
       }
       upstream_->connected_ = true;
@@ -1482,8 +1470,7 @@ void ServerConnection::OnUpstreamEvents(uint32_t events) {
   }
   if (events & EPOLLOUT) {
     if (!upstream_->out_.WriteTo(upstream_->fd_)) {
-      AttemptFailed(policy::TryFailure::kReset, "UC",
-                    "upstream connect error or disconnect/reset before headers");
+      AttemptFailed(policy::TryFailure::kReset, "UC", kResetBody);
       return;
     }
     if (!request_done_) {
@@ -1593,7 +1580,6 @@ void ServerConnection::AttemptFailed(policy::TryFailure failure, const char* fla
   if (TryRetry(retriable)) {
     return;
   }
-  mirrors_.clear();
   if (failure == policy::TryFailure::kPerTryTimeout) {
     SendLocalReply(504, "upstream request timeout", "UT", !request_done_);
   } else {
@@ -1605,9 +1591,7 @@ void ServerConnection::OnRouteTimeout() {
   if (cluster_ != nullptr) {
     cluster_->state->upstream_rq_timeout.fetch_add(1, std::memory_order_relaxed);
   }
-  EndRequestCount();
-  endpoint_ = nullptr;
-  ReleaseUpstream(false);
+  DropUpstream();
   if (response_head_sent_) {
     close_after_response_ = true;
     EndExchangeState();
@@ -1615,7 +1599,6 @@ void ServerConnection::OnRouteTimeout() {
     Flush();
     return;
   }
-  mirrors_.clear();
   SendLocalReply(504, "upstream request timeout", "UT", !request_done_);
 }
 
@@ -1641,8 +1624,7 @@ void ServerConnection::OnUpstreamReadable() {
       auto r = response_parser_.Parse(upstream_->in_.view());
       if (r.status == http::ParseStatus::kIncomplete) {
         if (eof) {
-          AttemptFailed(policy::TryFailure::kReset, "UC",
-                        "upstream connect error or disconnect/reset before headers");
+          AttemptFailed(policy::TryFailure::kReset, "UC", kResetBody);
         } else {
           upstream_->UpdateInterest(true, !upstream_->out_.empty());
         }
@@ -1651,10 +1633,7 @@ void ServerConnection::OnUpstreamReadable() {
       if (r.status == http::ParseStatus::kError) {
         upstream_keep_alive_ = false;
         RecordOutcome(upstream::Outcome::kGatewayError);
-        EndRequestCount();
-        endpoint_ = nullptr;
-        ReleaseUpstream(false);
-        mirrors_.clear();
+        DropUpstream();
         SendLocalReply(502, "upstream sent an invalid response", "UPE", !request_done_);
         return;
       }
@@ -1677,9 +1656,7 @@ void ServerConnection::OnUpstreamReadable() {
         }
         bool retriable = compiled_route_->retry.RetriableResponse(head.status, grpc_status);
         if (retriable && TryRetry(true)) {
-          EndRequestCount();
-          endpoint_ = nullptr;
-          ReleaseUpstream(false);
+          DropUpstream();
           return;
         }
         if (!retriable && attempts_ > 1 && cluster_ != nullptr) {
@@ -1777,9 +1754,7 @@ void ServerConnection::OnUpstreamReadable() {
       // The upstream closed before the body was complete: the client sees a truncated
       // response and the connection closes.
       close_after_response_ = true;
-      EndRequestCount();
-      endpoint_ = nullptr;
-      ReleaseUpstream(false);
+      DropUpstream();
       EndExchangeState();
       stage_ = Stage::kClosing;
       Flush();
@@ -1808,9 +1783,7 @@ void ServerConnection::ForwardResponseBody() {
         auto r = response_chunks_.Decode(in.view());
         if (r.status == http::ChunkedStatus::kError) {
           close_after_response_ = true;
-          EndRequestCount();
-          endpoint_ = nullptr;
-          ReleaseUpstream(false);
+          DropUpstream();
           EndExchangeState();
           stage_ = Stage::kClosing;
           Flush();
@@ -1844,6 +1817,12 @@ void ServerConnection::ForwardResponseBody() {
     return;
   }
   Flush();
+}
+
+void ServerConnection::DropUpstream() {
+  EndRequestCount();
+  endpoint_ = nullptr;
+  ReleaseUpstream(false);
 }
 
 void ServerConnection::ReleaseUpstream(bool reusable) {

@@ -121,6 +121,8 @@ class ServerConnection : public net::IoHandler {
   void Flush();
   void UpdateInterest();
   void ReleaseUpstream(bool reusable);
+  // Ends the current try's hold on its upstream connection and endpoint (not reusable).
+  void DropUpstream();
   void CloseSoon();
   void ArmIdle();
   void EndRequestCount();
