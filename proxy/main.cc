@@ -1,16 +1,18 @@
 // skiff-proxy: the data-plane HTTP proxy.
 #include <arpa/inet.h>
-#include <google/protobuf/util/json_util.h>
 #include <signal.h>
 #include <spdlog/spdlog.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <charconv>
+#include <chrono>
 #include <cstdlib>
 #include <ctime>
+#include <fstream>
 #include <map>
 #include <memory>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -18,12 +20,12 @@
 #include "common/flags.h"
 #include "common/logging.h"
 #include "common/strings.h"
-#include "proxy/admin/admin_server.h"
+#include "proxy/admin/admin.h"
+#include "proxy/capture/rules.h"
 #include "proxy/config/bootstrap.h"
 #include "proxy/config/config.h"
 #include "proxy/server/worker.h"
 #include "proxy/telemetry/telemetry.h"
-#include "proxy/upstream/cluster_state.h"
 #include "proxy/xds/client.h"
 
 namespace {
@@ -94,8 +96,8 @@ int main(int argc, char** argv) {
   if (concurrency <= 0) {
     concurrency = 1;
   }
-  int64_t admin_port = 15000;
-  std::string admin_address = "127.0.0.1";
+  skiff::proxy::AdminOptions admin_options;
+  std::chrono::milliseconds drain_time{1000};
   std::map<uint32_t, uint32_t> port_map;
   skiff::proxy::ProxyOptions options;
   skiff::proxy::XdsClientOptions xds;
@@ -151,6 +153,10 @@ int main(int argc, char** argv) {
       },
       "the proxy's id in proxy-status (default: hostname-pid)", "ID");
   flags.AddInt("concurrency", &concurrency, 1, 256, "worker threads (default: number of cores)");
+  int64_t h2_streams = 100;
+  flags.AddInt("http2-max-concurrent-streams", &h2_streams, 1, 65536,
+               "SETTINGS_MAX_CONCURRENT_STREAMS of downstream HTTP/2 connections (default 100, as "
+               "Envoy)");
   flags.AddCustom(
       "port-map",
       [&port_map](std::string_view v) -> std::optional<std::string> {
@@ -184,8 +190,36 @@ int main(int argc, char** argv) {
       },
       "connect to LOCALADDRESS for endpoints configured on ADDRESS (one-machine runs)",
       "192.0.2.10=127.0.0.1,...");
-  flags.AddInt("admin-port", &admin_port, 0, 65535, "admin port on 127.0.0.1 (default 15000)");
-  flags.AddString("admin-address", &admin_address, "admin address (default 127.0.0.1)", "ADDR");
+  std::string listener_address;
+  flags.AddCustom(
+      "listener-address",
+      [&listener_address](std::string_view v) -> std::optional<std::string> {
+        unsigned char buf[16];
+        std::string a(v);
+        if (::inet_pton(AF_INET, a.c_str(), buf) != 1 &&
+            ::inet_pton(AF_INET6, a.c_str(), buf) != 1) {
+          return "expected an IP address, e.g. 127.0.0.1";
+        }
+        listener_address = a;
+        return std::nullopt;
+      },
+      "bind every configured listener on ADDR instead of the address in its configuration "
+      "(a Gateway's 0.0.0.0), e.g. 127.0.0.1 to serve only this machine",
+      "ADDR");
+  flags.AddInt("admin-port", &admin_options.admin_port, 0, 65535,
+               "admin port on 127.0.0.1 (default 15000)");
+  flags.AddString("admin-address", &admin_options.admin_address,
+                  "admin address (default 127.0.0.1)", "ADDR");
+  flags.AddInt("readiness-port", &admin_options.readiness_port, 0, 65535,
+               "readiness endpoint /healthz/ready, as Istio's :15021 (default 15021 when free; "
+               "0 disables)");
+  flags.AddString("readiness-address", &admin_options.readiness_address,
+                  "readiness listen address (default 0.0.0.0)", "ADDR");
+  flags.AddDuration("drain-time", &drain_time,
+                    "on SIGTERM stop accepting and let open connections finish for at most this "
+                    "long, then exit (default 1s)");
+  flags.AddInt("xds-max-response-bytes", &xds.max_response_bytes, 1, int64_t{1} << 31,
+               "NACK an xDS response larger than this (default 536870912, 512 MiB)");
   flags.AddString("server-name", &options.server_name, "the server header (default skiff)", "NAME");
   flags.AddDuration("request-header-timeout", &options.request_header_timeout,
                     "time to receive a request head before 408 (default 10s)");
@@ -193,13 +227,29 @@ int main(int argc, char** argv) {
                     "close idle client connections after this (default 5m)");
   flags.AddDuration("connect-timeout", &options.upstream_connect_timeout,
                     "upstream connect timeout before 503 UF (default 10s)");
+  flags.AddDuration("stream-idle-timeout", &options.stream_idle_timeout,
+                    "end a request when no byte moved either way for this long: 408 before "
+                    "the response started, a reset after (Envoy's stream_idle_timeout; "
+                    "default 5m)");
+  flags.AddCustom(
+      "path-normalization",
+      [&options](std::string_view v) -> std::optional<std::string> {
+        auto mode = skiff::http::ParsePathNormalization(v);
+        if (!mode) {
+          return "expected none, base, merge_slashes or decode_and_merge_slashes";
+        }
+        options.path_normalization = *mode;
+        return std::nullopt;
+      },
+      "request path normalization before routing when the configuration sets none, as "
+      "Istio's pathNormalization: none, base (RFC 3986, the default), merge_slashes, "
+      "decode_and_merge_slashes",
+      "MODE");
   // Telemetry.
   skiff::telemetry::TelemetryOptions tel;
   bool disable_metrics = false;
   std::string access_log_format = "text";
   std::string workload;
-  int64_t stats_port = -1;  // -1: 15090 if free (a second proxy on the machine skips it)
-  std::string stats_address = "0.0.0.0";
   flags.AddString("access-log", &tel.access_log,
                   "write an access log (Envoy's default format) to PATH or stdout", "PATH");
   flags.AddCustom(
@@ -235,11 +285,34 @@ int main(int argc, char** argv) {
                   "source_workload in metrics (default: istio-ingressgateway for gateways, "
                   "app-version from the labels for sidecars)",
                   "NAME");
-  flags.AddInt("stats-port", &stats_port, 0, 65535,
+  flags.AddInt("stats-port", &admin_options.stats_port, 0, 65535,
                "Prometheus endpoint /stats/prometheus, as Istio's :15090 (default 15090 when "
                "free; 0 disables); /stats/prometheus on the admin port has the same");
-  flags.AddString("stats-address", &stats_address, "stats listen address (default 0.0.0.0)",
-                  "ADDR");
+  flags.AddString("stats-address", &admin_options.stats_address,
+                  "stats listen address (default 0.0.0.0)", "ADDR");
+  std::string pod_name;
+  std::string pod_labels_file;
+  flags.AddString("pod-name", &pod_name,
+                  "the sidecar's pod (default $POD_NAME, as the injector's downward API sets "
+                  "it): names its workload and its node id",
+                  "NAME");
+  flags.AddString("pod-labels-file", &pod_labels_file,
+                  "the pod's labels as a downward-API file (default $SKIFF_POD_LABELS_FILE); "
+                  "used when --labels is not given",
+                  "FILE");
+  flags.AddCustom(
+      "interception-mode",
+      [&xds](std::string_view v) -> std::optional<std::string> {
+        if (v != "REDIRECT" && v != "NONE") {
+          return "expected REDIRECT or NONE";
+        }
+        xds.node.set_interception_mode(std::string(v));
+        return std::nullopt;
+      },
+      "REDIRECT: the pod's traffic is redirected to this sidecar (skiff-init, as the "
+      "injector sets it up), so its listeners serve by original destination and it gets the "
+      "inbound listener 15006; NONE (default): apps use it as their HTTP proxy",
+      "REDIRECT|NONE");
   int64_t max_regex_program_size = 100;
   flags.AddInt("max-regex-program-size", &max_regex_program_size, 1, 1000000,
                "reject regexes whose RE2 program is larger (default 100, as Envoy)");
@@ -247,14 +320,52 @@ int main(int argc, char** argv) {
   if (auto code = flags.Parse(argc, argv)) {
     return *code;
   }
+  options.http2.max_concurrent_streams = static_cast<uint32_t>(h2_streams);
   skiff::router::SetMaxRegexProgramSize(static_cast<int>(max_regex_program_size));
   skiff::proxy::SetAddressMap(address_map);
+  skiff::proxy::SetListenerAddress(listener_address);
   skiff::SetupLogging("skiff-proxy", log_level);
   if (bootstrap.empty() == xds.address.empty()) {
     spdlog::error("pass exactly one configuration source: --bootstrap FILE or --xds HOST:PORT");
     return skiff::kExitUsage;
   }
+  // A sidecar's identity from the injected container's environment (downward API), when
+  // no flag gives it.
+  auto env = [](const char* name) -> std::string {
+    const char* v = std::getenv(name);
+    return v == nullptr ? std::string() : std::string(v);
+  };
+  if (!flags.WasSet("namespace") && !env("POD_NAMESPACE").empty()) {
+    xds.node.set_namespace_(env("POD_NAMESPACE"));
+  }
+  if (pod_name.empty()) {
+    pod_name = env("POD_NAME");
+  }
+  if (pod_labels_file.empty()) {
+    pod_labels_file = env("SKIFF_POD_LABELS_FILE");
+  }
+  // An injected pod's rewritten probes, answered on the readiness port.
+  admin_options.app_probers = env("SKIFF_KUBE_APP_PROBERS");
+  admin_options.app_address = env("INSTANCE_IP");
+  if (!flags.WasSet("labels") && !pod_labels_file.empty()) {
+    std::ifstream f(pod_labels_file);
+    std::stringstream text;
+    text << f.rdbuf();
+    std::map<std::string, std::string> labels;
+    if (!f || skiff::capture::ParseAnnotationsFile(text.str(), &labels)) {
+      spdlog::error("--pod-labels-file: cannot read labels from {}", pod_labels_file);
+      return skiff::kExitUsage;
+    }
+    for (const auto& [k, v] : labels) {
+      (*xds.node.mutable_labels())[k] = v;
+    }
+  }
   if (!xds.address.empty()) {
+    xds.node.set_pod_name(pod_name);
+    if (xds.node.id().empty() && !pod_name.empty()) {
+      xds.node.set_id(pod_name + "." +
+                      (xds.node.namespace_().empty() ? "default" : xds.node.namespace_()));
+    }
     if (xds.node.labels().empty() && xds.node.role() == "gateway") {
       (*xds.node.mutable_labels())["istio"] = "ingressgateway";
     }
@@ -286,11 +397,15 @@ int main(int argc, char** argv) {
       if (tel.source.app.empty()) {
         tel.source.app = "istio-ingressgateway";
       }
+    } else if (!pod_name.empty()) {
+      tel.source.workload = skiff::telemetry::WorkloadOfPod(pod_name);
     } else if (!tel.source.app.empty()) {
       tel.source.workload =
           tel.source.version.empty() ? tel.source.app : tel.source.app + "-" + tel.source.version;
     }
   }
+  // Inbound clusters report this workload as their destination.
+  skiff::proxy::SetLocalIdentity(tel.source, pod_name);
   std::string tel_error;
   auto telemetry = skiff::telemetry::Telemetry::Create(tel, &tel_error);
   if (telemetry == nullptr) {
@@ -326,6 +441,29 @@ int main(int argc, char** argv) {
     spdlog::info("{} is a valid configuration", bootstrap);
     return EXIT_SUCCESS;
   }
+  // Every admin port is bound before anything starts, so a port that is taken is an exit with
+  // the address and the flag, not a half-started proxy.
+  skiff::proxy::Admin admin(admin_options);
+  {
+    std::string error;
+    if (!admin.Listen(&error)) {
+      spdlog::error("{}", error);
+      return EXIT_FAILURE;
+    }
+  }
+  // The operator lists it, so `skiffctl proxy-config NODE-ID` finds this admin port.
+  {
+    std::string host = admin_options.admin_address;
+    if (host == "0.0.0.0" || host.empty()) {
+      host = "127.0.0.1";
+    } else if (host == "::") {
+      host = "::1";
+    }
+    if (host.find(':') != std::string::npos) {
+      host = "[" + host + "]";
+    }
+    xds.node.set_admin_address(host + ":" + std::to_string(admin.admin_port()));
+  }
   if (xds.address.empty() && !reloader.Load()) {
     return EXIT_FAILURE;
   }
@@ -346,187 +484,56 @@ int main(int argc, char** argv) {
     spdlog::info("xDS: node {} ({}) streaming from {}{}", xds.node.id(), xds.node.role(),
                  xds.address, xds.delta ? " (delta)" : "");
   }
+  admin.Start({&store, &workers, telemetry.get(), xds_client.get()});
+  spdlog::info("skiff-proxy serving with {} worker(s); admin on {}:{}", concurrency,
+               admin_options.admin_address, admin.admin_port());
 
-  // The proxy's counters (and, for Prometheus, Istio's request metrics first).
-  auto stats_text = [&](bool prom) {
-    std::string body;
-    auto config = store.Get();
-    if (prom) {
-      telemetry->RenderMetrics(&body);
-    }
-    std::map<std::string, uint64_t> totals;
-    for (const auto& w : workers) {
-      const auto& s = w->stats();
-      auto add = [&](const char* name, const std::atomic<uint64_t>& v) {
-        totals[name] += v.load(std::memory_order_relaxed);
-      };
-      add("downstream_cx_total", s.downstream_cx_total);
-      add("downstream_cx_active", s.downstream_cx_active);
-      add("downstream_rq_total", s.downstream_rq_total);
-      add("downstream_rq_1xx", s.rq_1xx);
-      add("downstream_rq_2xx", s.rq_2xx);
-      add("downstream_rq_3xx", s.rq_3xx);
-      add("downstream_rq_4xx", s.rq_4xx);
-      add("downstream_rq_5xx", s.rq_5xx);
-      add("upstream_cx_total", s.upstream_cx_total);
-      add("upstream_cx_connect_fail", s.upstream_cx_connect_fail);
-      add("upstream_rq_pool_reused", s.upstream_rq_reused);
-      add("no_route", s.no_route);
-      add("no_healthy_upstream", s.no_healthy_upstream);
-      add("fault_delays_injected", s.fault_delays_injected);
-      add("fault_aborts_injected", s.fault_aborts_injected);
-      add("mirror_requests_total", s.mirror_requests_total);
-      add("mirror_requests_skipped", s.mirror_requests_skipped);
-      add("mirror_requests_failed", s.mirror_requests_failed);
-    }
-    totals["config_version"] = config ? config->version() : 0;
-    if (xds_client != nullptr) {
-      totals["xds_connected"] = xds_client->connected() ? 1 : 0;
-      totals["xds_accepted"] = xds_client->accepted();
-      totals["xds_rejected"] = xds_client->rejected();
-    }
-    {
-      std::vector<std::pair<std::string, uint64_t>> extra;
-      telemetry->AppendStats(&extra);
-      for (auto& [name, v] : extra) {
-        totals[name] = v;
-      }
-    }
-    for (const auto& [name, v] : totals) {
-      body += prom ? "skiff_" + name + " " + std::to_string(v) + "\n"
-                   : name + ": " + std::to_string(v) + "\n";
-    }
-    // Per-cluster circuit breakers, retries, timeouts and outlier detection, with
-    // Envoy's stat names.
-    skiff::upstream::ClusterStateRegistry::Default().ForEach(
-        [&](const std::string& cluster, const skiff::upstream::ClusterState& c) {
-          auto emit = [&](const char* name, int64_t v) {
-            if (prom) {
-              body += std::string("skiff_cluster_") + name + "{cluster=\"" + cluster + "\"} " +
-                      std::to_string(v) + "\n";
-            } else {
-              body += "cluster." + cluster + "." + name + ": " + std::to_string(v) + "\n";
-            }
-          };
-          auto get = [](const auto& a) { return static_cast<int64_t>(a.load()); };
-          emit("upstream_cx_active", get(c.cx_active));
-          emit("upstream_rq_active", get(c.rq_active));
-          emit("upstream_rq_pending_active", get(c.rq_pending_active));
-          emit("upstream_rq_total", get(c.upstream_rq_total));
-          emit("upstream_rq_retry", get(c.upstream_rq_retry));
-          emit("upstream_rq_retry_success", get(c.upstream_rq_retry_success));
-          emit("upstream_rq_retry_limit_exceeded", get(c.upstream_rq_retry_limit_exceeded));
-          emit("upstream_rq_retry_overflow", get(c.upstream_rq_retry_overflow));
-          emit("upstream_rq_timeout", get(c.upstream_rq_timeout));
-          emit("upstream_rq_per_try_timeout", get(c.upstream_rq_per_try_timeout));
-          emit("upstream_rq_pending_overflow", get(c.upstream_rq_pending_overflow));
-          emit("upstream_cx_overflow", get(c.upstream_cx_overflow));
-          emit("upstream_cx_connect_fail", get(c.upstream_cx_connect_fail));
-          emit("outlier_detection_ejections_active", get(c.ejections_active));
-          emit("outlier_detection_ejections_enforced_total",
-               get(c.outlier_ejections_enforced_total));
-        });
-    return body;
-  };
-
-  skiff::proxy::AdminServer admin(
-      admin_address, static_cast<uint16_t>(admin_port),
-      [&](const std::string& path) -> skiff::proxy::AdminServer::Response {
-        skiff::proxy::AdminServer::Response r;
-        auto config = store.Get();
-        if (path == "/ready") {
-          bool ok = config != nullptr;
-          for (const auto& w : workers) {
-            ok = ok && w->last_error().empty();
-          }
-          r.status = ok ? 200 : 503;
-          r.body = ok ? "LIVE\n" : "NOT READY\n";
-        } else if (path == "/config_dump") {
-          std::string json;
-          google::protobuf::util::JsonPrintOptions o;
-          o.add_whitespace = true;
-          if (config != nullptr) {
-            (void)google::protobuf::util::MessageToJsonString(config->snapshot(), &json, o);
-          }
-          r.content_type = "application/json";
-          r.body = "{\"version\": " + std::to_string(config ? config->version() : 0) +
-                   ", \"snapshot\": " + (json.empty() ? "null" : json) + "}\n";
-        } else if (path == "/clusters") {
-          if (config != nullptr) {
-            for (const auto& c : config->snapshot().endpoints()) {
-              for (const auto& e : c.endpoints()) {
-                r.body += c.cluster_name() + "::" + e.address() + ":" + std::to_string(e.port()) +
-                          "::health_flags::" + (e.healthy() ? "healthy" : "/failed_eds_health") +
-                          "\n";
-              }
-            }
-          }
-        } else if (path == "/stats" || path == "/stats/prometheus") {
-          r.body = stats_text(path == "/stats/prometheus");
-        } else {
-          r.status = 404;
-          r.body = "not found: " + path + "\n";
-        }
-        return r;
-      });
-  std::string error;
-  if (!admin.Start(&error)) {
-    spdlog::error("admin: {}", error);
-    return EXIT_FAILURE;
-  }
-  spdlog::info("skiff-proxy serving with {} worker(s); admin on {}:{}", concurrency, admin_address,
-               admin.port());
-  // Istio's Prometheus port: /stats/prometheus only.
-  std::unique_ptr<skiff::proxy::AdminServer> stats_server;
-  if (stats_port != 0) {
-    bool best_effort = stats_port < 0;
-    stats_server = std::make_unique<skiff::proxy::AdminServer>(
-        stats_address, static_cast<uint16_t>(best_effort ? 15090 : stats_port),
-        [&](const std::string& path) -> skiff::proxy::AdminServer::Response {
-          skiff::proxy::AdminServer::Response r;
-          if (path == "/stats/prometheus" || path == "/metrics") {
-            r.body = stats_text(true);
-          } else {
-            r.status = 404;
-            r.body = "not found: " + path + "\n";
-          }
-          return r;
-        });
-    if (!stats_server->Start(&error)) {
-      if (!best_effort) {
-        spdlog::error("stats: {}", error);
-        return EXIT_FAILURE;
-      }
-      spdlog::warn("stats: {}; Prometheus metrics only on the admin port", error);
-      stats_server.reset();
-    } else {
-      spdlog::info("Prometheus metrics on {}:{}/stats/prometheus", stats_address,
-                   stats_server->port());
-    }
-  }
-
-  while (true) {
+  int stop_signal = 0;
+  while (stop_signal == 0) {
     timespec wait{1, 0};
     int sig = sigtimedwait(&signals, nullptr, &wait);
     if (sig == SIGINT || sig == SIGTERM) {
-      spdlog::info("stopping");
-      break;
-    }
-    if (xds.address.empty() && (sig == SIGHUP || reloader.Changed())) {
+      stop_signal = sig;
+    } else if (xds.address.empty() && (sig == SIGHUP || reloader.Changed())) {
       reloader.Load();
     }
+  }
+
+  // Graceful shutdown: not ready any more, no new connections, the open ones get up to
+  // --drain-time to finish; a second SIGTERM/SIGINT ends the wait.
+  auto open_connections = [&workers] {
+    uint64_t n = 0;
+    for (const auto& w : workers) {
+      n += w->open_connections();
+    }
+    return n;
+  };
+  admin.SetDraining();
+  for (auto& w : workers) {
+    w->Drain();
+  }
+  auto drain_until = std::chrono::steady_clock::now() + drain_time;
+  spdlog::info("stopping: draining {} open connection(s) for at most {} ms", open_connections(),
+               drain_time.count());
+  while (open_connections() > 0 && std::chrono::steady_clock::now() < drain_until) {
+    timespec tick{0, 10 * 1000 * 1000};
+    int sig = sigtimedwait(&signals, nullptr, &tick);
+    if (sig == SIGINT || sig == SIGTERM) {
+      break;
+    }
+  }
+  if (uint64_t left = open_connections(); left > 0) {
+    spdlog::warn("stopping: closing {} connection(s) still open after the drain", left);
   }
   if (xds_client != nullptr) {
     xds_client->Stop();
   }
   admin.Stop();
-  if (stats_server != nullptr) {
-    stats_server->Stop();
-  }
   for (auto& w : workers) {
     w->Stop();
   }
   workers.clear();
   telemetry->Stop();  // delivers the access-log lines and spans still queued
+  spdlog::info("stopped");
   return EXIT_SUCCESS;
 }

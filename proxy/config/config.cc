@@ -2,7 +2,10 @@
 
 #include <arpa/inet.h>
 
+#include <algorithm>
+#include <fstream>
 #include <set>
+#include <sstream>
 
 #include "proxy/telemetry/metrics.h"
 
@@ -13,23 +16,229 @@ std::map<std::string, std::string>& AddressMap() {
   static auto* map = new std::map<std::string, std::string>();
   return *map;
 }
+std::string& ListenerAddress() {
+  static auto* address = new std::string();
+  return *address;
+}
 
 bool ValidAddress(const std::string& a) {
   unsigned char buf[16];
   return ::inet_pton(AF_INET, a.c_str(), buf) == 1 || ::inet_pton(AF_INET6, a.c_str(), buf) == 1;
 }
+// The capture part of a listener: captured services and inbound ports.
+std::string BuildCapture(const v1::Listener& l, const std::string& path,
+                         const std::map<std::string, const router::RouteTable*>& tables,
+                         const Config& cfg, bool strict, ListenerConfig* lc) {
+  lc->capture = l.capture();
+  lc->registry_only = l.registry_only();
+  auto cluster = [&](const std::string& name, const std::string& at,
+                     const upstream::Cluster** out) -> std::string {
+    if (name.empty()) {
+      return {};
+    }
+    *out = cfg.FindCluster(name);
+    if (*out == nullptr && strict) {
+      return at + ": cluster \"" + name + "\" does not exist";
+    }
+    return {};
+  };
+  for (int i = 0; i < l.services_size(); ++i) {
+    const auto& s = l.services(i);
+    std::string at = path + ".services[" + std::to_string(i) + "]";
+    if (!ValidAddress(s.address())) {
+      return at + ".address: \"" + s.address() + "\" is not an IP address";
+    }
+    if (s.port() == 0 || s.port() > 65535) {
+      return at + ".port: must be 1-65535";
+    }
+    CapturedServiceConfig sc;
+    sc.protocol = s.protocol();
+    if (auto e = cluster(s.tcp_cluster(), at + ".tcp_cluster", &sc.tcp_cluster); !e.empty()) {
+      return e;
+    }
+    lc->services[s.address() + ":" + std::to_string(s.port())] = sc;
+  }
+  for (int i = 0; i < l.inbound_ports_size(); ++i) {
+    const auto& p = l.inbound_ports(i);
+    std::string at = path + ".inbound_ports[" + std::to_string(i) + "]";
+    if (p.port() == 0 || p.port() > 65535) {
+      return at + ".port: must be 1-65535";
+    }
+    InboundPortConfig ic;
+    ic.protocol = p.protocol();
+    if (!p.route_table().empty()) {
+      auto t = tables.find(p.route_table());
+      if (t == tables.end()) {
+        if (strict) {
+          return at + ".route_table: route table \"" + p.route_table() + "\" does not exist";
+        }
+      } else {
+        ic.route_table = t->second;
+      }
+    }
+    if (auto e = cluster(p.tcp_cluster(), at + ".tcp_cluster", &ic.tcp_cluster); !e.empty()) {
+      return e;
+    }
+    lc->inbound_ports[p.port()] = ic;
+  }
+  return {};
+}
+
 }  // namespace
 
 void SetAddressMap(std::map<std::string, std::string> map) { AddressMap() = std::move(map); }
+
+namespace {
+v1::Endpoint& SelfEndpointStorage() {
+  static auto* ep = new v1::Endpoint();
+  return *ep;
+}
+}  // namespace
+
+void SetLocalIdentity(telemetry::SourceInfo self, std::string pod_name) {
+  SelfEndpointStorage() = telemetry::SelfEndpoint(self, pod_name);
+}
+
+namespace {
+
+// A Secret's PEM (inline, or read from the proxy's disk).
+bool SecretPem(const v1::Secret& secret, std::string* chain, std::string* key, std::string* ca,
+               std::string* error) {
+  auto read = [&](const std::string& path, const std::string& inline_value, std::string* out,
+                  const char* field) {
+    if (path.empty()) {
+      *out = inline_value;
+      return true;
+    }
+    std::ifstream f(path);
+    if (!f) {
+      *error = "secrets[" + secret.name() + "]." + field + ": cannot read " + path;
+      return false;
+    }
+    std::stringstream ss;
+    ss << f.rdbuf();
+    *out = ss.str();
+    return true;
+  };
+  return read(secret.certificate_chain_file(), secret.certificate_chain(), chain,
+              "certificate_chain_file") &&
+         read(secret.private_key_file(), secret.private_key(), key, "private_key_file") &&
+         read(secret.ca_certificates_file(), secret.ca_certificates(), ca, "ca_certificates_file");
+}
+
+void Names(const google::protobuf::RepeatedPtrField<std::string>& names,
+           std::vector<std::string>* exact, std::vector<std::string>* suffixes, bool* any) {
+  for (const auto& raw : names) {
+    std::string n;
+    for (char c : raw) {
+      n += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    }
+    if (n == "*") {
+      if (any != nullptr) {
+        *any = true;
+      }
+    } else if (n.size() > 2 && n[0] == '*' && n[1] == '.') {
+      suffixes->push_back(n.substr(1));
+    } else {
+      exact->push_back(n);
+    }
+  }
+  std::stable_sort(suffixes->begin(), suffixes->end(),
+                   [](const auto& a, const auto& b) { return a.size() > b.size(); });
+  if (any != nullptr && names.empty()) {
+    *any = true;
+  }
+}
+
+int NameMatch(std::string_view sni, const std::vector<std::string>& exact,
+              const std::vector<std::string>& suffixes) {
+  for (const auto& e : exact) {
+    if (e == sni) {
+      return 1 << 20;  // exact beats any wildcard
+    }
+  }
+  for (const auto& s : suffixes) {
+    if (sni.size() > s.size() && sni.substr(sni.size() - s.size()) == s) {
+      return static_cast<int>(s.size());
+    }
+  }
+  return 0;
+}
+
+}  // namespace
+
+const FilterChainConfig* ListenerConfig::ChainFor(std::string_view sni) const {
+  if (filter_chains.empty()) {
+    return nullptr;
+  }
+  const FilterChainConfig* best = nullptr;
+  int best_score = 0;
+  const FilterChainConfig* any = nullptr;
+  for (const auto& c : filter_chains) {
+    if (!sni.empty()) {
+      int score = NameMatch(sni, c.exact, c.suffixes);
+      if (score > best_score) {
+        best = &c;
+        best_score = score;
+      }
+    }
+    if (c.any_name && any == nullptr) {
+      any = &c;
+    }
+  }
+  if (best != nullptr) {
+    return best;
+  }
+  return any != nullptr ? any : &filter_chains.front();
+}
 
 std::shared_ptr<const Config> Config::Build(v1::Snapshot snapshot,
                                             const std::map<uint32_t, uint32_t>& port_map,
                                             uint64_t version, std::string* error,
                                             bool strict_references) {
+  // A redirect to a remapped port (Gateway httpsRedirect to 443 with --port-map
+  // 443=18443) names the port this proxy really listens on.
+  if (!port_map.empty()) {
+    for (auto& table : *snapshot.mutable_route_tables()) {
+      for (auto& vh : *table.mutable_virtual_hosts()) {
+        for (auto& route : *vh.mutable_routes()) {
+          if (route.has_redirect() && route.redirect().port() != 0) {
+            auto it = port_map.find(route.redirect().port());
+            if (it != port_map.end()) {
+              route.mutable_redirect()->set_port(it->second);
+            }
+          }
+        }
+      }
+    }
+  }
   auto cfg = std::shared_ptr<Config>(new Config());
   cfg->snapshot_ = std::move(snapshot);
   cfg->version_ = version;
   const v1::Snapshot& snap = cfg->snapshot_;
+
+  // Secrets, by name.
+  std::unordered_map<std::string, const v1::Secret*> secrets;
+  for (int i = 0; i < snap.secrets_size(); ++i) {
+    if (!secrets.emplace(snap.secrets(i).name(), &snap.secrets(i)).second) {
+      *error = "secrets[" + snap.secrets(i).name() + "]: duplicate secret name";
+      return nullptr;
+    }
+  }
+  // The PEM of a named secret; false with `error` (strict) or `skip` (xDS: not arrived).
+  auto pem = [&](const std::string& name, const std::string& at, std::string* chain,
+                 std::string* key, std::string* ca, bool* skip) {
+    auto it = secrets.find(name);
+    if (it == secrets.end()) {
+      if (!strict_references) {
+        *skip = true;
+        return false;
+      }
+      *error = at + ": secret \"" + name + "\" does not exist";
+      return false;
+    }
+    return SecretPem(*it->second, chain, key, ca, error);
+  };
 
   // Clusters and their endpoints.
   for (int i = 0; i < snap.clusters_size(); ++i) {
@@ -43,18 +252,68 @@ std::shared_ptr<const Config> Config::Build(v1::Snapshot snapshot,
     cluster->name = c.name();
     cluster->policy = c.load_balancer().policy();
     cluster->state = upstream::ClusterStateRegistry::Default().Get(c.name());
-    cluster->telemetry_labels = telemetry::DestinationLabels(&c, nullptr);
+    // An inbound cluster's destination is this proxy's own workload.
+    cluster->telemetry_labels =
+        telemetry::DestinationLabels(&c, c.inbound() ? &SelfEndpointStorage() : nullptr);
     cluster->span_name =
         (c.service().empty() ? c.name() : c.service() + ":" + std::to_string(c.port())) + "/*";
     cluster->outlier_detection =
         c.has_outlier_detection() && (c.outlier_detection().consecutive_5xx_errors() > 0 ||
                                       c.outlier_detection().consecutive_gateway_errors() > 0);
+    cluster->inbound = c.inbound();
+    if (c.has_tls()) {
+      const auto& t = c.tls();
+      net::TlsClientOptions o;
+      o.sni = t.sni();
+      o.insecure_skip_verify = t.insecure_skip_verify();
+      o.subject_alt_names.assign(t.subject_alt_names().begin(), t.subject_alt_names().end());
+      std::string at = "clusters[" + c.name() + "].tls";
+      bool skip = false;
+      std::string unused;
+      if (!t.certificate().empty() &&
+          !pem(t.certificate(), at + ".certificate", &o.certificate_chain, &o.private_key, &unused,
+               &skip) &&
+          !skip) {
+        return nullptr;
+      }
+      if (!t.ca_certificate().empty() &&
+          !pem(t.ca_certificate(), at + ".ca_certificate", &unused, &unused, &o.ca_certificates,
+               &skip) &&
+          !skip) {
+        return nullptr;
+      }
+      std::string why;
+      if (c.protocol() == v1::Cluster::HTTP2) {
+        o.alpn = {"h2"};
+      }
+      cluster->tls = net::TlsContext::Client(o, &why);
+      if (cluster->tls == nullptr) {
+        *error = at + ": " + why;
+        return nullptr;
+      }
+    }
+    cluster->original_destination = c.original_destination();
+    if (!v1::Cluster::Protocol_IsValid(c.protocol())) {
+      *error = "clusters[" + c.name() + "].protocol: unknown protocol " +
+               std::to_string(static_cast<int>(c.protocol()));
+      return nullptr;
+    }
+    cluster->protocol = c.protocol();
+    if (!c.source_address().empty()) {
+      if (!ValidAddress(c.source_address())) {
+        *error = "clusters[" + c.name() + "].source_address: \"" + c.source_address() +
+                 "\" is not an IP address";
+        return nullptr;
+      }
+      cluster->source_address = c.source_address();
+    }
     const auto& pool = c.connection_pool();
     cluster->max_connections = pool.max_connections();
     cluster->max_pending_requests = pool.max_pending_requests();
     cluster->max_requests = pool.max_requests();
     cluster->max_retries = pool.max_retries();
     cluster->max_requests_per_connection = pool.max_requests_per_connection();
+    cluster->max_concurrent_streams = pool.max_concurrent_streams();
     if (!cfg->clusters_.emplace(c.name(), std::move(cluster)).second) {
       *error = "clusters[" + std::to_string(i) + "]: duplicate cluster \"" + c.name() + "\"";
       return nullptr;
@@ -92,6 +351,15 @@ std::shared_ptr<const Config> Config::Build(v1::Snapshot snapshot,
       }
       e.port = static_cast<uint16_t>(ep.port());
       e.key = e.address + ":" + std::to_string(ep.port());
+      e.source_address = it->second->source_address;
+      if (!e.source_address.empty()) {
+        e.key += "@" + e.source_address;
+      }
+      if (it->second->tls != nullptr) {
+        // A TLS connection is verified (and authenticated) as its cluster says: it is not
+        // shared with a plain connection, nor with another cluster's, to the same address.
+        e.key += "|tls:" + it->second->name;
+      }
       e.proto = &ep;
       e.health =
           upstream::ClusterStateRegistry::Default().GetEndpoint(it->second->state.get(), e.key);
@@ -150,7 +418,9 @@ std::shared_ptr<const Config> Config::Build(v1::Snapshot snapshot,
     }
     ListenerConfig lc;
     lc.name = l.name();
-    lc.address = l.address().empty() ? "0.0.0.0" : l.address();
+    lc.address = !ListenerAddress().empty() ? ListenerAddress()
+                 : l.address().empty()      ? "0.0.0.0"
+                                            : l.address();
     if (!ValidAddress(lc.address)) {
       *error = path + ".address: \"" + lc.address + "\" is not an IP address";
       return nullptr;
@@ -159,14 +429,119 @@ std::shared_ptr<const Config> Config::Build(v1::Snapshot snapshot,
     auto mapped = port_map.find(l.port());
     lc.bind_port = mapped == port_map.end() ? l.port() : mapped->second;
     auto t = tables.find(l.route_table());
-    if (t == tables.end()) {
+    if (t != tables.end()) {
+      lc.route_table = t->second;
+    } else if (!(l.route_table().empty() &&
+                 (l.capture() == v1::CAPTURE_INBOUND || l.filter_chains_size() > 0))) {
+      // (An inbound capture listener routes by its ports' tables and needs none itself.)
       if (!strict_references) {
         continue;  // not served until its route table arrives (Envoy: a warming listener)
       }
       *error = path + ".route_table: route table \"" + l.route_table() + "\" does not exist";
       return nullptr;
     }
-    lc.route_table = t->second;
+    if (auto err = BuildCapture(l, path, tables, *cfg, strict_references, &lc); !err.empty()) {
+      *error = err;
+      return nullptr;
+    }
+    for (int fi = 0; fi < l.filter_chains_size(); ++fi) {
+      const auto& fc = l.filter_chains(fi);
+      std::string at =
+          path + ".filter_chains[" + (fc.name().empty() ? std::to_string(fi) : fc.name()) + "]";
+      FilterChainConfig chain;
+      chain.name = fc.name();
+      Names(fc.server_names(), &chain.exact, &chain.suffixes, &chain.any_name);
+      if (fc.has_tls()) {
+        const auto& tls = fc.tls();
+        net::TlsServerOptions o;
+        bool skip = false;
+        std::string unused;
+        if (!pem(tls.certificate(), at + ".tls.certificate", &o.certificate_chain, &o.private_key,
+                 &unused, &skip)) {
+          if (skip) {
+            continue;  // its secret has not arrived: this server is not served yet
+          }
+          return nullptr;
+        }
+        if (tls.mode() != v1::TlsServerContext::SIMPLE) {
+          if (tls.ca_certificate().empty()) {
+            *error = at + ".tls.ca_certificate: required for MUTUAL and OPTIONAL_MUTUAL";
+            return nullptr;
+          }
+          if (!pem(tls.ca_certificate(), at + ".tls.ca_certificate", &unused, &unused,
+                   &o.ca_certificates, &skip)) {
+            if (skip) {
+              continue;
+            }
+            return nullptr;
+          }
+          o.client_cert = tls.mode() == v1::TlsServerContext::MUTUAL
+                              ? net::TlsServerOptions::ClientCert::kRequire
+                              : net::TlsServerOptions::ClientCert::kOptional;
+        }
+        if (!tls.min_protocol_version().empty()) {
+          o.min_version = tls.min_protocol_version();
+        }
+        o.max_version = tls.max_protocol_version();
+        o.cipher_suites.assign(tls.cipher_suites().begin(), tls.cipher_suites().end());
+        if (tls.alpn_protocols_size() > 0) {
+          o.alpn.assign(tls.alpn_protocols().begin(), tls.alpn_protocols().end());
+        }
+        o.subject_alt_names.assign(tls.subject_alt_names().begin(), tls.subject_alt_names().end());
+        o.spki_sha256_base64.assign(tls.verify_certificate_spki().begin(),
+                                    tls.verify_certificate_spki().end());
+        o.cert_sha256_hex.assign(tls.verify_certificate_hash().begin(),
+                                 tls.verify_certificate_hash().end());
+        std::string why;
+        chain.tls = net::TlsContext::Server(o, &why);
+        if (chain.tls == nullptr) {
+          *error = at + ".tls: " + why;
+          return nullptr;
+        }
+        auto rt = tables.find(fc.route_table());
+        if (rt == tables.end()) {
+          if (!strict_references) {
+            continue;
+          }
+          *error = at + ".route_table: route table \"" + fc.route_table() + "\" does not exist";
+          return nullptr;
+        }
+        chain.route_table = rt->second;
+      } else {
+        for (int ri = 0; ri < fc.sni_routes_size(); ++ri) {
+          const auto& r = fc.sni_routes(ri);
+          FilterChainConfig::SniRoute route;
+          Names(r.sni_hosts(), &route.exact, &route.suffixes, nullptr);
+          route.cluster = cfg->FindCluster(r.cluster());
+          if (route.cluster == nullptr && strict_references) {
+            *error = at + ".sni_routes[" + std::to_string(ri) + "].cluster: cluster \"" +
+                     r.cluster() + "\" does not exist";
+            return nullptr;
+          }
+          chain.sni_routes.push_back(std::move(route));
+        }
+      }
+      lc.filter_chains.push_back(std::move(chain));
+    }
+    if (l.filter_chains_size() > 0 && lc.filter_chains.empty()) {
+      continue;  // a TLS port none of whose servers can be served yet: not bound at all
+    }
+    switch (l.path_normalization()) {
+      case v1::PATH_NORMALIZATION_NONE:
+        lc.path_normalization = http::PathNormalization::kNone;
+        break;
+      case v1::PATH_NORMALIZATION_BASE:
+        lc.path_normalization = http::PathNormalization::kBase;
+        break;
+      case v1::PATH_NORMALIZATION_MERGE_SLASHES:
+        lc.path_normalization = http::PathNormalization::kMergeSlashes;
+        break;
+      case v1::PATH_NORMALIZATION_DECODE_AND_MERGE_SLASHES:
+        lc.path_normalization = http::PathNormalization::kDecodeAndMergeSlashes;
+        break;
+      default:
+        break;
+    }
     if (!binds.emplace(lc.address, lc.bind_port).second) {
       *error = path + ": another listener already uses " + lc.address + ":" +
                std::to_string(lc.bind_port);
@@ -176,6 +551,8 @@ std::shared_ptr<const Config> Config::Build(v1::Snapshot snapshot,
   }
   return cfg;
 }
+
+void SetListenerAddress(std::string address) { ListenerAddress() = std::move(address); }
 
 const upstream::Cluster* Config::FindCluster(const std::string& name) const {
   auto it = clusters_.find(name);

@@ -5,15 +5,47 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <unordered_map>
 #include <vector>
 
+#include "proxy/http/path.h"
+#include "proxy/net/tls.h"
 #include "proxy/router/route_table.h"
+#include "proxy/telemetry/metrics.h"
 #include "proxy/upstream/cluster.h"
 #include "skiff/v1/config.pb.h"
 
 namespace skiff::proxy {
+
+// A Service port a captured outbound connection may be for.
+struct CapturedServiceConfig {
+  v1::Protocol protocol = v1::PROTOCOL_UNSPECIFIED;
+  const upstream::Cluster* tcp_cluster = nullptr;
+};
+
+// A port of the pod, for captured inbound connections.
+struct InboundPortConfig {
+  v1::Protocol protocol = v1::PROTOCOL_UNSPECIFIED;
+  const router::RouteTable* route_table = nullptr;
+  const upstream::Cluster* tcp_cluster = nullptr;
+};
+
+// A listener part chosen by SNI: terminated TLS with its routes, or passthrough by SNI.
+struct FilterChainConfig {
+  std::string name;
+  std::vector<std::string> exact;        // server names (lower case)
+  std::vector<std::string> suffixes;     // "*.example.com" -> ".example.com", longest first
+  bool any_name = false;                 // no server names: matches any SNI
+  std::shared_ptr<net::TlsContext> tls;  // null: passthrough
+  const router::RouteTable* route_table = nullptr;
+  struct SniRoute {
+    std::vector<std::string> exact, suffixes;
+    const upstream::Cluster* cluster = nullptr;
+  };
+  std::vector<SniRoute> sni_routes;
+};
 
 struct ListenerConfig {
   std::string name;
@@ -21,12 +53,28 @@ struct ListenerConfig {
   uint32_t port = 0;       // as configured (used for route matching)
   uint32_t bind_port = 0;  // after --port-map
   const router::RouteTable* route_table = nullptr;
+  // Set when the snapshot chose one; else the proxy's --path-normalization applies.
+  std::optional<http::PathNormalization> path_normalization;
+  // Transparent capture: how connections are served by their original destination.
+  v1::Capture capture = v1::CAPTURE_NONE;
+  std::unordered_map<std::string, CapturedServiceConfig> services;  // by "address:port"
+  bool registry_only = false;
+  std::unordered_map<uint32_t, InboundPortConfig> inbound_ports;
+  // TLS (a Gateway's HTTPS / TLS servers): chains by SNI; empty for plain listeners.
+  std::vector<FilterChainConfig> filter_chains;
+  // The chain for a server name: exact, longest wildcard, a chain without names, else
+  // (no SNI, or no match) the first chain; nullptr when there are none.
+  [[nodiscard]] const FilterChainConfig* ChainFor(std::string_view sni) const;
 };
 
 // Endpoint addresses to connect to instead of the configured ones ("192.0.2.10" ->
 // "127.0.0.1"), for running a cluster's configuration on one machine (the API server
 // refuses loopback addresses in EndpointSlices). Set once at start-up.
 void SetAddressMap(std::map<std::string, std::string> map);
+
+// This proxy's own workload (a sidecar's pod), for the destination labels of its inbound
+// clusters. Set once at start-up.
+void SetLocalIdentity(telemetry::SourceInfo self, std::string pod_name);
 
 class Config {
  public:
@@ -57,5 +105,10 @@ class Config {
   std::vector<std::unique_ptr<router::RouteTable>> tables_;
   std::unordered_map<std::string, std::unique_ptr<upstream::Cluster>> clusters_;
 };
+
+// An address to bind every listener on instead of the one its configuration names (the
+// demo binds 127.0.0.1 where a Gateway says 0.0.0.0); empty keeps the configured ones. Set
+// once at start-up.
+void SetListenerAddress(std::string address);
 
 }  // namespace skiff::proxy

@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <array>
 
+#include "proxy/http/headers.h"
+
 namespace skiff::http {
 namespace {
 
@@ -40,6 +42,32 @@ void ChunkedDecoder::Reset() {
   trailer_bytes_ = 0;
   body_bytes_ = 0;
   error_ = {};
+  line_.clear();
+  trailers_.clear();
+}
+
+bool ChunkedDecoder::AcceptTrailerLine() {
+  std::string_view line = line_;
+  size_t colon = line.find(':');
+  if (colon == std::string_view::npos) {
+    return false;
+  }
+  std::string_view name = line.substr(0, colon);
+  if (!ValidFieldName(name)) {
+    return false;  // also rejects whitespace before the colon
+  }
+  std::string_view value = line.substr(colon + 1);
+  while (!value.empty() && IsOws(value.front())) {
+    value.remove_prefix(1);
+  }
+  while (!value.empty() && IsOws(value.back())) {
+    value.remove_suffix(1);
+  }
+  if (IsHopByHop(name) || EqualsIgnoreCase(name, "host")) {
+    return true;  // not allowed in a trailer section: dropped (RFC 9110 6.5.1)
+  }
+  AppendField(&trailers_, name, value);
+  return true;
 }
 
 ChunkedResult ChunkedDecoder::Fail(std::string_view reason, size_t consumed) {
@@ -173,6 +201,7 @@ ChunkedResult ChunkedDecoder::Decode(std::string_view in) {
         } else if (IsOws(c)) {
           return Fail("obs-fold in trailer section", i);
         } else {
+          line_.clear();
           state_ = State::kTrailer;  // this byte is checked there
         }
         break;
@@ -187,6 +216,7 @@ ChunkedResult ChunkedDecoder::Decode(std::string_view in) {
           }
           ++j;
         }
+        line_.append(in.data() + i, j - i);
         if (j < n) {
           state_ = State::kTrailerLf;
           ++j;
@@ -197,6 +227,9 @@ ChunkedResult ChunkedDecoder::Decode(std::string_view in) {
       case State::kTrailerLf:
         if (c != '\n') {
           return Fail("bare CR in trailer section", i);
+        }
+        if (!AcceptTrailerLine()) {
+          return Fail("invalid trailer field", i);
         }
         state_ = State::kTrailerStart;
         ++i;

@@ -16,10 +16,14 @@
 //     if (r.status == ChunkedStatus::kDone) break;  // `in` now starts the next message
 //   }
 //
-// Chunk extensions are checked for forbidden bytes and ignored; trailer fields are checked
-// the same way and skipped. Both are bounded by ChunkedLimits.
+// Chunk extensions are checked for forbidden bytes and dropped. Trailer fields must be
+// valid field lines (a token, ":" right after it, a value without control bytes); they
+// are collected, normalized to "name: value\r\n", in trailers() - except the framing
+// and routing fields a trailer may not carry (Content-Length, Transfer-Encoding, Host,
+// hop-by-hop fields), which are dropped. Both are bounded by ChunkedLimits.
 #include <cstddef>
 #include <cstdint>
+#include <string>
 #include <string_view>
 
 namespace skiff::http {
@@ -61,6 +65,8 @@ class ChunkedDecoder {
   [[nodiscard]] std::string_view error() const { return error_; }
   // Body bytes decoded so far.
   [[nodiscard]] uint64_t body_bytes() const { return body_bytes_; }
+  // The valid trailer fields seen so far ("name: value\r\n" lines), once done().
+  [[nodiscard]] const std::string& trailers() const { return trailers_; }
   void Reset();
 
  private:
@@ -82,6 +88,8 @@ class ChunkedDecoder {
   };
 
   ChunkedResult Fail(std::string_view reason, size_t consumed);
+  // Checks the trailer line collected in line_ and keeps it; false when it is invalid.
+  bool AcceptTrailerLine();
 
   ChunkedLimits limits_;
   State state_ = State::kSize;
@@ -90,6 +98,8 @@ class ChunkedDecoder {
   size_t trailer_bytes_ = 0;
   uint64_t body_bytes_ = 0;
   std::string_view error_;
+  std::string line_;      // the trailer line being read
+  std::string trailers_;  // accepted trailer fields
 };
 
 }  // namespace skiff::http

@@ -5,6 +5,8 @@
 #include <cstring>
 #include <limits>
 
+#include "proxy/http/authority.h"
+
 namespace skiff::http {
 namespace {
 
@@ -252,6 +254,7 @@ void HeadParserBase::ResetBase() {
   transfer_encoding_other_ = false;
   connection_close_ = false;
   connection_keep_alive_ = false;
+  connection_ = Span{};
   expect_continue_ = false;
   host_fields_ = 0;
   host_ = Span{};
@@ -341,7 +344,7 @@ bool HeadParserBase::ParseFieldLine(const char* p, size_t begin, size_t end) {
   const std::string_view v = value.In(p);
   switch (n.size()) {
     case 4:
-      if (is_request_ && EqualsIgnoreCase(n, "host")) {
+      if (is_request_ && TokenEqualsLower(n, "host")) {
         if (++host_fields_ > 1) {
           return Fail(400, "multiple Host headers");
         }
@@ -350,16 +353,41 @@ bool HeadParserBase::ParseFieldLine(const char* p, size_t begin, size_t end) {
             return Fail(400, "invalid Host header");
           }
         }
+        const size_t colon = v.rfind(':');
+        if (colon != std::string_view::npos) {
+          if (v.front() == '[' || v.find(':') != colon) {
+            if (!ParseAuthority(v)) {  // an IP-literal, or something that is not a host
+              return Fail(400, "invalid Host header");
+            }
+          } else {
+            const std::string_view port = v.substr(colon + 1);
+            uint32_t number = 0;
+            for (char c : port) {
+              if (!IsDigit(c)) {
+                return Fail(400, "invalid port in Host header");
+              }
+              number = number * 10 + static_cast<uint32_t>(c - '0');
+              if (number > 65535) {
+                return Fail(400, "invalid port in Host header");
+              }
+            }
+          }
+        } else if (v.find_first_of("[]") != std::string_view::npos) {
+          return Fail(400, "invalid Host header");
+        }
         host_ = value;
       }
       break;
     case 6:
-      if (EqualsIgnoreCase(n, "expect") && EqualsIgnoreCase(v, "100-continue")) {
+      if (TokenEqualsLower(n, "expect") && EqualsIgnoreCase(v, "100-continue")) {
         expect_continue_ = true;
       }
       break;
     case 10:
-      if (EqualsIgnoreCase(n, "connection")) {
+      if (TokenEqualsLower(n, "connection")) {
+        if (connection_.length == 0) {
+          connection_ = value;
+        }
         ForEachListElement(v, [this](std::string_view token) {
           if (EqualsIgnoreCase(token, "close")) {
             connection_close_ = true;
@@ -370,7 +398,7 @@ bool HeadParserBase::ParseFieldLine(const char* p, size_t begin, size_t end) {
       }
       break;
     case 14:
-      if (EqualsIgnoreCase(n, "content-length")) {
+      if (TokenEqualsLower(n, "content-length")) {
         uint64_t length = 0;
         switch (ParseContentLength(v, content_length_, &length)) {
           case ContentLengthError::kNone:
@@ -386,7 +414,7 @@ bool HeadParserBase::ParseFieldLine(const char* p, size_t begin, size_t end) {
       }
       break;
     case 17:
-      if (EqualsIgnoreCase(n, "transfer-encoding")) {
+      if (TokenEqualsLower(n, "transfer-encoding")) {
         ++transfer_encoding_fields_;
         if (!EqualsIgnoreCase(v, "chunked")) {
           transfer_encoding_other_ = true;
@@ -556,7 +584,7 @@ bool RequestParser::ParseRequestLine(const char* p, size_t begin, size_t end) {
       head_.version = Version::kHttp10;
       return true;
     case 0:
-      return Fail(400, "malformed HTTP version in request line");
+      return Fail(400, kMalformedVersion);
     default:
       return Fail(505, "HTTP version not supported (HTTP/1.0 and HTTP/1.1 only)");
   }
@@ -574,6 +602,7 @@ bool RequestParser::Finish(const char* p) {
   head_.content_length = content_length_;
   head_.chunked = chunked_;
   head_.keep_alive = keep_alive_;
+  head_.connection = connection_.In(p);
   // A server must ignore 100-continue in an HTTP/1.0 request (RFC 9110 10.1.1).
   head_.expect_continue = expect_continue_ && head_.version == Version::kHttp11;
   head_.has_host = host_fields_ > 0;
@@ -688,6 +717,7 @@ bool ResponseParser::Finish(const char* p) {
   head_.content_length = content_length_;
   head_.chunked = chunked_;
   head_.keep_alive = keep_alive_;
+  head_.connection = connection_.In(p);
   head_.reason = reason_.In(p);
   MaterializeHeaders(p, &head_.headers);
   return true;

@@ -17,13 +17,14 @@
 // always carry 502.
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <optional>
 #include <string_view>
 #include <vector>
 
 namespace skiff::http {
 
-enum class Version : uint8_t { kHttp10, kHttp11 };
+enum class Version : uint8_t { kHttp10, kHttp11, kHttp2 };
 
 // One header field line. `name` is a valid token as received (case preserved); `value`
 // has leading and trailing whitespace (SP / HTAB) removed and may be empty.
@@ -49,6 +50,10 @@ enum class BodyFraming : uint8_t {
 
 enum class ParseStatus : uint8_t { kIncomplete, kDone, kError };
 
+// The error reason of a request line whose version is not "HTTP/" DIGIT "." DIGIT: the
+// bytes are not HTTP/1 at all (a server may close rather than answer in HTTP/1).
+inline constexpr std::string_view kMalformedVersion = "malformed HTTP version in request line";
+
 struct ParseResult {
   ParseStatus status = ParseStatus::kIncomplete;
   // kDone: bytes of the head, from the start of the buffer to the end of the empty line.
@@ -61,6 +66,32 @@ struct ParseResult {
 
 // Case-insensitive (ASCII) comparison, as header names and tokens are compared.
 [[nodiscard]] bool EqualsIgnoreCase(std::string_view a, std::string_view b);
+
+// The same for a received token `name` (already validated) against a lower-case literal
+// made of letters, digits and '-': OR-ing 0x20 into a token's bytes maps only 'A'-'Z'
+// onto such bytes, so eight bytes compare at once.
+[[nodiscard]] inline bool TokenEqualsLower(std::string_view name, std::string_view lower) {
+  if (name.size() != lower.size()) {
+    return false;
+  }
+  size_t i = 0;
+  const size_t n = name.size();
+  for (; i + 8 <= n; i += 8) {
+    uint64_t x;
+    uint64_t y;
+    std::memcpy(&x, name.data() + i, 8);
+    std::memcpy(&y, lower.data() + i, 8);
+    if ((x | 0x2020202020202020ULL) != y) {
+      return false;
+    }
+  }
+  for (; i < n; ++i) {
+    if ((name[i] | 0x20) != lower[i]) {
+      return false;
+    }
+  }
+  return true;
+}
 
 // The first header named `name` (case-insensitive), or nullptr.
 [[nodiscard]] const Header* FindHeader(const std::vector<Header>& headers, std::string_view name);
@@ -75,7 +106,8 @@ struct RequestHead {
   bool keep_alive = true;                  // the connection may be reused afterwards
   bool expect_continue = false;            // Expect: 100-continue (HTTP/1.1 only)
   bool has_host = false;
-  std::string_view host;  // the Host value; always present for HTTP/1.1
+  std::string_view host;        // the Host value; always present for HTTP/1.1
+  std::string_view connection;  // the (first) Connection value, or empty
 
   [[nodiscard]] BodyFraming Framing() const {
     if (chunked) {
@@ -102,6 +134,7 @@ struct ResponseHead {
   // close", or HTTP/1.0 with "Connection: keep-alive". A close-delimited body (see
   // ResponseFraming) also ends the connection; callers check both.
   bool keep_alive = true;
+  std::string_view connection;  // the (first) Connection value, or empty
 
   // 1xx: another response head follows on the same connection (101 switches protocols).
   [[nodiscard]] bool IsInformational() const { return status >= 100 && status < 200; }
@@ -166,6 +199,7 @@ class HeadParserBase {
   uint32_t transfer_encoding_fields_ = 0;
   bool transfer_encoding_other_ = false;  // a Transfer-Encoding value other than "chunked"
   bool connection_close_ = false;
+  Span connection_;
   bool connection_keep_alive_ = false;
   bool expect_continue_ = false;
   uint32_t host_fields_ = 0;

@@ -16,7 +16,7 @@ uint32_t ConditionBit(std::string_view name) {
       {"5xx", kRetry5xx},
       {"gateway-error", kRetryGatewayError},
       {"reset", kRetryReset},
-      {"reset-before-request", kRetryReset},
+      {"reset-before-request", kRetryResetBeforeRequest},
       {"connect-failure", kRetryConnectFailure},
       {"refused-stream", kRetryRefusedStream},
       {"retriable-4xx", kRetryRetriable4xx},
@@ -96,14 +96,17 @@ bool RetryPolicy::RetriableResponse(int status, std::optional<int> grpc_status) 
   return false;
 }
 
-bool RetryPolicy::RetriableFailure(TryFailure failure) const {
+bool RetryPolicy::RetriableFailure(TryFailure failure, bool idempotent) const {
   constexpr uint32_t kNoResponse = kRetry5xx | kRetryGatewayError | kRetryReset;
   switch (failure) {
     case TryFailure::kConnectFailure:
-      return (on_ & (kNoResponse | kRetryConnectFailure)) != 0;
+      return (on_ & (kNoResponse | kRetryConnectFailure | kRetryResetBeforeRequest)) != 0;
+    case TryFailure::kResetBeforeRequest:
+      return (on_ & (kNoResponse | kRetryResetBeforeRequest)) != 0;
     case TryFailure::kReset:
+      return idempotent ? (on_ & kNoResponse) != 0 : (on_ & kRetryReset) != 0;
     case TryFailure::kPerTryTimeout:
-      return (on_ & kNoResponse) != 0;
+      return (on_ & kNoResponse) != 0;  // the route set perTryTimeout: as Envoy, any method
   }
   return false;
 }

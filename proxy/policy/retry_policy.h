@@ -26,13 +26,15 @@ enum RetryOn : uint32_t {
   kRetryGrpcResourceExhausted = 1u << 9,  // 8
   kRetryGrpcUnavailable = 1u << 10,       // 14
   kRetryGrpcInternal = 1u << 11,          // 13
+  kRetryResetBeforeRequest = 1u << 12,    // a reset before any request byte was sent
 };
 
 // Why a try ended without a usable response.
 enum class TryFailure {
-  kConnectFailure,  // connect refused / failed / timed out
-  kReset,           // the upstream closed or reset before a complete response head
-  kPerTryTimeout,   // the per-try timeout fired
+  kConnectFailure,      // connect refused / failed / timed out
+  kResetBeforeRequest,  // closed or reset before any byte of the request was sent
+  kReset,               // closed or reset after (some of) the request was sent
+  kPerTryTimeout,       // the per-try timeout fired
 };
 
 class RetryPolicy {
@@ -50,8 +52,12 @@ class RetryPolicy {
 
   // Would a response with this status (and grpc-status header, if any) be retried?
   [[nodiscard]] bool RetriableResponse(int status, std::optional<int> grpc_status) const;
-  // Would a try that failed this way be retried?
-  [[nodiscard]] bool RetriableFailure(TryFailure failure) const;
+  // Would a try that failed this way be retried? A request that may have reached the
+  // upstream before its connection closed (kReset) is retried only on "reset", "5xx" or
+  // "gateway-error" - and, for a method that is not idempotent (`idempotent` false), only
+  // when "reset" is listed explicitly. A per-try timeout is retried on those three for
+  // any method, as Envoy does.
+  [[nodiscard]] bool RetriableFailure(TryFailure failure, bool idempotent = true) const;
 
  private:
   uint32_t on_ = 0;

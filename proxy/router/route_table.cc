@@ -3,6 +3,9 @@
 #include <algorithm>
 #include <atomic>
 
+#include "proxy/http/authority.h"
+#include "proxy/http/headers.h"
+
 namespace skiff::router {
 
 namespace {
@@ -54,6 +57,156 @@ std::string CheckProgramSize(const RE2& re) {
   if (size > g_max_program_size.load()) {
     return "regex \"" + re.pattern() + "\": RE2 program size " + std::to_string(size) +
            " exceeds the proxy's limit of " + std::to_string(g_max_program_size.load());
+  }
+  return {};
+}
+
+// Header operations: names are tokens (or Istio's ":authority"), values have no control
+// bytes; nothing from config may put CR, LF or NUL on the wire.
+std::string CheckHeaderOps(const v1::HeaderOperations& ops, const std::string& field) {
+  auto name_ok = [](const std::string& n) { return http::ValidFieldName(n) || n == ":authority"; };
+  for (const auto* list : {&ops.set(), &ops.add()}) {
+    const char* kind = list == &ops.set() ? ".set[" : ".add[";
+    for (int i = 0; i < list->size(); ++i) {
+      const auto& h = (*list)[i];
+      std::string at = field + kind + std::to_string(i) + "]";
+      if (!name_ok(h.name())) {
+        return at + ".name: invalid header name \"" + h.name() +
+               "\" (a token is required: no spaces, CR, LF or other separators)";
+      }
+      if (!http::ValidFieldValue(h.value())) {
+        return at +
+               ".value: invalid header value (CR, LF, NUL and other control bytes are "
+               "not allowed)";
+      }
+    }
+  }
+  for (int i = 0; i < ops.remove_size(); ++i) {
+    if (!name_ok(ops.remove(i))) {
+      return field + ".remove[" + std::to_string(i) + "]: invalid header name \"" + ops.remove(i) +
+             "\"";
+    }
+  }
+  return {};
+}
+
+std::string CheckHeaders(const v1::Headers& headers, const std::string& field) {
+  if (auto e = CheckHeaderOps(headers.request(), field + ".request"); !e.empty()) {
+    return e;
+  }
+  return CheckHeaderOps(headers.response(), field + ".response");
+}
+
+bool NoControlBytes(std::string_view s) {
+  for (char ch : s) {
+    auto c = static_cast<unsigned char>(ch);
+    if (c < 0x20 || c == 0x7F) {
+      return false;
+    }
+  }
+  return true;
+}
+
+bool ValidScheme(std::string_view s) {
+  if (s.empty() || !((s[0] >= 'a' && s[0] <= 'z') || (s[0] >= 'A' && s[0] <= 'Z'))) {
+    return false;
+  }
+  for (char c : s) {
+    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '+' || c == '-' || c == '.';
+    if (!ok) {
+      return false;
+    }
+  }
+  return true;
+}
+
+// Checks the parts of a route that reach the wire as they are.
+std::string CheckRouteWire(const v1::Route& rp) {
+  if (rp.has_headers()) {
+    if (auto e = CheckHeaders(rp.headers(), ".headers"); !e.empty()) {
+      return e;
+    }
+  }
+  const auto& cors = rp.cors();
+  for (auto [list, name] : {std::pair{&cors.allow_methods(), ".cors.allow_methods["},
+                            std::pair{&cors.allow_headers(), ".cors.allow_headers["},
+                            std::pair{&cors.expose_headers(), ".cors.expose_headers["}}) {
+    for (int i = 0; i < list->size(); ++i) {
+      if ((*list)[i].empty() || !http::ValidFieldValue((*list)[i]) ||
+          (*list)[i].find(',') != std::string::npos) {
+        return std::string(name) + std::to_string(i) + "]: invalid value \"" + (*list)[i] +
+               "\" (one name, without CR, LF or other control bytes)";
+      }
+    }
+  }
+  switch (rp.action_case()) {
+    case v1::Route::kRoute: {
+      const auto& a = rp.route();
+      for (int i = 0; i < a.clusters_size(); ++i) {
+        std::string at = ".route.clusters[" + std::to_string(i) + "]";
+        if (a.clusters(i).weight() > 2147483647u) {
+          return at + ".weight: " + std::to_string(a.clusters(i).weight()) +
+                 " is out of range (0 to 2147483647)";
+        }
+        if (a.clusters(i).has_headers()) {
+          if (auto e = CheckHeaders(a.clusters(i).headers(), at + ".headers"); !e.empty()) {
+            return e;
+          }
+        }
+      }
+      const auto& rw = a.rewrite();
+      if (!rw.uri().empty() && !http::ValidOriginForm(rw.uri())) {
+        return ".route.rewrite.uri: \"" + rw.uri() +
+               "\" is not a path (it must start with \"/\" and hold no spaces or control bytes)";
+      }
+      if (!rw.authority().empty() && !http::ParseAuthority(rw.authority())) {
+        return ".route.rewrite.authority: \"" + rw.authority() + "\" is not a valid host[:port]";
+      }
+      if (rw.has_uri_regex() && !NoControlBytes(rw.uri_regex().substitution())) {
+        return ".route.rewrite.uri_regex.substitution: CR, LF, NUL and other control bytes are "
+               "not allowed";
+      }
+      break;
+    }
+    case v1::Route::kRedirect: {
+      const auto& r = rp.redirect();
+      if (!r.uri().empty() && !http::ValidOriginForm(r.uri())) {
+        return ".redirect.uri: \"" + r.uri() +
+               "\" is not a path (it must start with \"/\" and hold no spaces or control bytes)";
+      }
+      if (!r.authority().empty() &&
+          (!http::ParseAuthority(r.authority()) || r.authority().find('/') != std::string::npos)) {
+        return ".redirect.authority: \"" + r.authority() + "\" is not a valid host[:port]";
+      }
+      if (!r.scheme().empty() && !ValidScheme(r.scheme())) {
+        return ".redirect.scheme: \"" + r.scheme() + "\" is not a URI scheme";
+      }
+      if (r.port() > 65535) {
+        return ".redirect.port: must be 1-65535";
+      }
+      switch (r.response_code()) {
+        case 0:
+        case 301:
+        case 302:
+        case 303:
+        case 307:
+        case 308:
+          break;
+        default:
+          return ".redirect.response_code: " + std::to_string(r.response_code()) +
+                 " is not a redirect status (301, 302, 303, 307 or 308)";
+      }
+      break;
+    }
+    case v1::Route::kDirectResponse:
+      if (rp.direct_response().status() < 200 || rp.direct_response().status() > 599) {
+        return ".direct_response.status: " + std::to_string(rp.direct_response().status()) +
+               " is out of range (200-599)";
+      }
+      break;
+    case v1::Route::ACTION_NOT_SET:
+      break;
   }
   return {};
 }
@@ -168,6 +321,10 @@ bool RouteTable::Init(const v1::RouteTable& proto, std::string* error) {
             path + field + ": " + text + (rp.source().empty() ? "" : " (from " + rp.source() + ")");
         return false;
       };
+      if (auto wire = CheckRouteWire(rp); !wire.empty()) {
+        size_t colon = wire.find(": ");
+        return fail(wire.substr(0, colon), wire.substr(colon + 2));
+      }
       const auto& m = rp.match();
       for (auto [field, matcher, src] :
            {std::tuple{".match.uri", &r.uri, &m.uri()},
@@ -220,7 +377,11 @@ bool RouteTable::Init(const v1::RouteTable& proto, std::string* error) {
           if (f.abort().percentage() < 0 || f.abort().percentage() > 100) {
             return fail(".fault.abort.percentage", "must be within 0-100");
           }
-          if (f.abort().http_status() < 200 || f.abort().http_status() > 599) {
+          if (f.abort().has_grpc_status()) {
+            if (f.abort().grpc_status() > 16) {
+              return fail(".fault.abort.grpc_status", "must be a gRPC status code (0-16)");
+            }
+          } else if (f.abort().http_status() < 200 || f.abort().http_status() > 599) {
             return fail(".fault.abort.http_status", "must be within 200-599");
           }
         }
@@ -239,7 +400,7 @@ bool RouteTable::Init(const v1::RouteTable& proto, std::string* error) {
             return fail(".route.clusters", "at least one cluster is required");
           }
           for (const auto& wc : action.clusters()) {
-            r.total_weight += wc.weight();
+            r.total_weight += wc.weight();  // 64 bits: int32 weights cannot overflow it
           }
           if (r.total_weight == 0) {
             return fail(".route.clusters", "weights sum to 0");
@@ -298,23 +459,27 @@ bool RouteTable::Init(const v1::RouteTable& proto, std::string* error) {
 }
 
 const VirtualHost* RouteTable::FindVirtualHost(std::string_view authority) const {
-  char buf[256];
-  if (authority.size() > sizeof buf) {
-    return any_;
+  // Lower-cased on the stack for the common lengths; any length the parser accepts works.
+  char stack_buf[256];
+  std::string heap_buf;
+  char* buf = stack_buf;
+  if (authority.size() > sizeof stack_buf) {
+    heap_buf.resize(authority.size());
+    buf = heap_buf.data();
   }
   for (size_t i = 0; i < authority.size(); ++i) {
     buf[i] = Lower(authority[i]);
   }
   std::string_view lower(buf, authority.size());
   if (!exact_.empty()) {
-    auto it = exact_.find(std::string(lower));
+    auto it = exact_.find(lower);
     if (it != exact_.end()) {
       return it->second;
     }
   }
   std::string_view host = HostWithoutPort(lower);
   if (host.size() != lower.size() && !exact_.empty()) {
-    auto it = exact_.find(std::string(host));
+    auto it = exact_.find(host);
     if (it != exact_.end()) {
       return it->second;
     }

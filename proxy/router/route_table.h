@@ -64,7 +64,7 @@ struct Route {
   std::vector<std::pair<std::string, std::optional<StringMatcher>>> query_params;
   uint32_t port = 0;
   std::unique_ptr<RE2> rewrite_regex;
-  uint32_t total_weight = 0;
+  uint64_t total_weight = 0;
   policy::RetryPolicy retry;
   std::vector<StringMatcher> cors_origins;           // corsPolicy.allowOrigins, compiled
   std::optional<std::chrono::milliseconds> timeout;  // unset: no overall timeout
@@ -75,6 +75,12 @@ struct Route {
 struct VirtualHost {
   std::string name;
   std::vector<Route> routes;
+};
+
+// Hashes std::string and std::string_view alike, so lookups need no allocation.
+struct StringHash {
+  using is_transparent = void;
+  size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
 };
 
 class RouteTable {
@@ -91,7 +97,7 @@ class RouteTable {
  private:
   std::string name_;
   std::vector<std::unique_ptr<VirtualHost>> hosts_;
-  std::unordered_map<std::string, const VirtualHost*> exact_;
+  std::unordered_map<std::string, const VirtualHost*, StringHash, std::equal_to<>> exact_;
   std::vector<std::pair<std::string, const VirtualHost*>>
       suffixes_;  // ".example.com", longest first
   const VirtualHost* any_ = nullptr;

@@ -1,12 +1,12 @@
 #include "proxy/server/mirror.h"
 
+#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <cerrno>
 
 #include "proxy/net/socket.h"
-#include "proxy/server/worker.h"
 
 namespace skiff::proxy {
 
@@ -15,18 +15,18 @@ constexpr std::chrono::milliseconds kMirrorTimeout{10000};
 constexpr size_t kMaxMirrorsInFlight = 1024;
 }  // namespace
 
-MirrorRequest::MirrorRequest(Worker* worker, int fd, std::string request)
-    : worker_(worker), fd_(fd) {
+MirrorRequest::MirrorRequest(MirrorWriter& writer, int fd, std::string request)
+    : writer_(writer), fd_(fd) {
   out_.Append(request);
   timer_.SetCallback([this] { Done(true); });
-  worker_->loop().Add(fd_, EPOLLOUT | EPOLLIN | EPOLLRDHUP, this);
-  worker_->loop().Schedule(&timer_, kMirrorTimeout);
+  writer_.dispatcher_.Add(fd_, EPOLLOUT | EPOLLIN | EPOLLRDHUP, this);
+  writer_.dispatcher_.Schedule(&timer_, kMirrorTimeout);
 }
 
 MirrorRequest::~MirrorRequest() {
   timer_.Cancel();
   if (fd_ >= 0) {
-    worker_->loop().Remove(fd_);
+    writer_.dispatcher_.Remove(fd_);
     ::close(fd_);
   }
 }
@@ -38,12 +38,12 @@ void MirrorRequest::Done(bool failed) {
   done_ = true;
   timer_.Cancel();
   if (failed) {
-    worker_->mutable_stats().mirror_requests_failed.fetch_add(1, std::memory_order_relaxed);
+    writer_.stats_.mirror_requests_failed.fetch_add(1, std::memory_order_relaxed);
   }
-  worker_->loop().Remove(fd_);
+  writer_.dispatcher_.Remove(fd_);
   ::close(fd_);
   fd_ = -1;
-  worker_->MirrorDone(this);
+  writer_.Finished(this);
 }
 
 void MirrorRequest::OnEvents(uint32_t events) {
@@ -64,12 +64,12 @@ void MirrorRequest::OnEvents(uint32_t events) {
     connected_ = true;
   }
   if (!out_.empty()) {
-    if (!out_.WriteTo(fd_)) {
+    if (out_.WriteTo(fd_) < 0) {
       Done(true);
       return;
     }
     if (out_.empty()) {
-      worker_->loop().Modify(fd_, EPOLLIN | EPOLLRDHUP, this);
+      writer_.dispatcher_.Modify(fd_, EPOLLIN | EPOLLRDHUP, this);
     }
   }
   if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
@@ -83,12 +83,18 @@ void MirrorRequest::OnEvents(uint32_t events) {
   }
 }
 
-void Worker::StartMirror(const upstream::Cluster& cluster, const std::string& request) {
-  if (cluster.endpoints.empty() || mirrors_.size() >= kMaxMirrorsInFlight) {
+MirrorWriter::~MirrorWriter() {
+  for (auto* m : in_flight_) {
+    delete m;
+  }
+}
+
+void MirrorWriter::Shadow(const upstream::Cluster& cluster, std::string request) {
+  if (cluster.endpoints.empty() || in_flight_.size() >= kMaxMirrorsInFlight) {
     stats_.mirror_requests_skipped.fetch_add(1, std::memory_order_relaxed);
     return;
   }
-  const auto& ep = cluster.endpoints[mirror_rr_[&cluster]++ % cluster.endpoints.size()];
+  const auto& ep = cluster.endpoints[rr_[&cluster]++ % cluster.endpoints.size()];
   std::string error;
   int fd = net::ConnectNonBlocking(ep.address, ep.port, &error);
   if (fd < 0) {
@@ -96,12 +102,12 @@ void Worker::StartMirror(const upstream::Cluster& cluster, const std::string& re
     return;
   }
   stats_.mirror_requests_total.fetch_add(1, std::memory_order_relaxed);
-  mirrors_.insert(new MirrorRequest(this, fd, request));
+  in_flight_.insert(new MirrorRequest(*this, fd, std::move(request)));
 }
 
-void Worker::MirrorDone(MirrorRequest* mirror) {
-  if (mirrors_.erase(mirror) > 0) {
-    loop_.Defer([mirror] { delete mirror; });
+void MirrorWriter::Finished(MirrorRequest* mirror) {
+  if (in_flight_.erase(mirror) > 0) {
+    dispatcher_.Defer([mirror] { delete mirror; });
   }
 }
 

@@ -1,78 +1,75 @@
 #include "proxy/server/worker.h"
 
 #include <spdlog/spdlog.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
-#include <cerrno>
 #include <chrono>
-#include <cstring>
 #include <set>
 
 #include "proxy/net/socket.h"
-#include "proxy/server/connection.h"
-#include "proxy/server/mirror.h"
+#include "proxy/server/capture.h"
+#include "proxy/server/downstream_connection.h"
+#include "proxy/server/tls_inspector.h"
 
 namespace skiff::proxy {
 
-void ConfigStore::Publish(std::shared_ptr<const Config> config) {
-  std::lock_guard<std::mutex> lock(mu_);
-  config_ = std::move(config);
-  version_.fetch_add(1, std::memory_order_release);
+namespace {
+upstream::PoolOptions PoolOptionsFrom(const ProxyOptions& o) {
+  upstream::PoolOptions p;
+  p.connect_timeout = o.upstream_connect_timeout;
+  p.idle_timeout = o.upstream_idle_timeout;
+  p.max_buffer_bytes = o.max_buffer_bytes;
+  return p;
 }
 
-std::shared_ptr<const Config> ConfigStore::Get() const {
-  std::lock_guard<std::mutex> lock(mu_);
-  return config_;
+http::ServerCodecOptions CodecOptionsFrom(const ProxyOptions& o) {
+  http::ServerCodecOptions c;
+  c.http2 = o.http2;
+  c.max_buffer_bytes = o.max_buffer_bytes;
+  c.server_name = o.server_name;
+  return c;
 }
+}  // namespace
 
-// Accepts connections on one listening socket of this worker.
-class ListenerHandler : public net::IoHandler {
+// One listening socket of this worker, with the accept back-off of net::Listener.
+class Worker::ListenerSlot final : public net::Listener::Callbacks {
  public:
-  ListenerHandler(Worker* worker, int fd, std::string address, uint32_t bind_port)
-      : worker_(worker), fd_(fd), address_(std::move(address)), bind_port_(bind_port) {}
-  ~ListenerHandler() override {
-    worker_->loop().Remove(fd_);
-    ::close(fd_);
+  ListenerSlot(Worker& worker, int fd, std::string address, uint32_t bind_port)
+      : worker_(worker),
+        address_(address),
+        bind_port_(bind_port),
+        listener_(worker.loop_, fd, std::move(address), static_cast<uint16_t>(bind_port), *this) {}
+  void OnAccept(int fd, const sockaddr_storage& peer) override {
+    worker_.OnAccept(fd, address_, bind_port_, net::PeerAddress(peer));
   }
-  void OnEvents(uint32_t /*events*/) override {
-    for (int i = 0; i < 64; ++i) {
-      sockaddr_storage addr{};
-      socklen_t len = sizeof addr;
-      int fd =
-          ::accept4(fd_, reinterpret_cast<sockaddr*>(&addr), &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
-      if (fd < 0) {
-        return;  // EAGAIN, or a transient error (EMFILE, ECONNABORTED): try next event
-      }
-      net::SetNoDelay(fd);
-      const auto& config = worker_->config();
-      const ListenerConfig* lc = nullptr;
-      if (config != nullptr) {
-        for (const auto& l : config->listeners()) {
-          if (l.bind_port == bind_port_ && l.address == address_) {
-            lc = &l;
-            break;
-          }
-        }
-      }
-      if (lc == nullptr) {
-        ::close(fd);
-        continue;
-      }
-      worker_->OnAccept(fd, *lc, net::PeerAddress(addr));
+  void OnAcceptFdExhausted() override {
+    worker_.counters_.listener_accept_fd_exhausted.fetch_add(1, std::memory_order_relaxed);
+    auto now = worker_.loop_.now();
+    if (now - worker_.last_fd_warning_ >= std::chrono::seconds(10)) {
+      worker_.last_fd_warning_ = now;
+      spdlog::warn(
+          "worker {}: out of file descriptors: not accepting on {}:{} for {} ms (raise the "
+          "limit with ulimit -n)",
+          worker_.id_, address_, bind_port_, net::Listener::kFdBackoff.count());
     }
   }
-  int fd() const { return fd_; }
 
  private:
-  Worker* worker_;
-  int fd_;
+  Worker& worker_;
   std::string address_;
   uint32_t bind_port_;
+  net::Listener listener_;
 };
 
 Worker::Worker(int id, const ProxyOptions& options, ConfigStore* store)
-    : id_(id), options_(options), store_(store) {
+    : id_(id),
+      options_(options),
+      codec_options_(CodecOptionsFrom(options)),
+      store_(store),
+      pool_options_(PoolOptionsFrom(options)),
+      pool_(loop_, pool_options_, counters_),
+      lb_([this] { return NextRandom(); }),
+      mirrors_(loop_, counters_) {
   if (options_.telemetry != nullptr) {
     telemetry_ = options_.telemetry->NewWorker();
   }
@@ -86,20 +83,10 @@ Worker::Worker(int id, const ProxyOptions& options, ConfigStore* store)
 Worker::~Worker() {
   Stop();
   loop_.RunDeferred();
-  pending_.clear();
-  connections_.clear();
+  connections_.clear();  // exchanges give their upstream streams back
   loop_.RunDeferred();
-  for (auto* m : mirrors_) {
-    delete m;
-  }
-  mirrors_.clear();
-  for (auto& [key, list] : idle_) {
-    for (auto* c : list) {
-      delete c;
-    }
-  }
-  idle_.clear();
   listeners_.clear();
+  loop_.RunDeferred();
 }
 
 uint64_t Worker::NextRandom() {
@@ -117,6 +104,13 @@ void Worker::Start() {
     SyncConfig();
     loop_.Run([this] {
       SyncConfig();
+      if (drain_requested_.load(std::memory_order_acquire) && !draining_) {
+        draining_ = true;
+        listeners_.clear();  // stop accepting; connections in flight finish
+        for (auto& [c, conn] : connections_) {
+          conn->Drain();
+        }
+      }
       if (telemetry_ != nullptr) {
         telemetry_->Flush();
       }
@@ -134,9 +128,18 @@ void Worker::Stop() {
   }
 }
 
+void Worker::Drain() {
+  drain_requested_.store(true, std::memory_order_release);
+  loop_.Wake();
+}
+
 std::string Worker::last_error() const {
   std::lock_guard<std::mutex> lock(error_mu_);
-  return last_error_;
+  std::string out;
+  for (const auto& [name, error] : listener_errors_) {
+    out += (out.empty() ? "" : "; ") + error;
+  }
+  return out;
 }
 
 void Worker::SyncConfig() {
@@ -146,13 +149,17 @@ void Worker::SyncConfig() {
   }
   seen_version_ = v;
   config_ = store_->Get();
-  rr_.clear();
-  mirror_rr_.clear();
+  lb_.OnConfigChange();
+  mirrors_.OnConfigChange();
   ReconcileListeners();
 }
 
 void Worker::ReconcileListeners() {
+  if (draining_) {
+    return;
+  }
   std::set<std::string> wanted;
+  std::map<std::string, std::string> errors;
   if (config_ != nullptr) {
     for (const auto& l : config_->listeners()) {
       std::string key = l.address + ":" + std::to_string(l.bind_port);
@@ -161,16 +168,13 @@ void Worker::ReconcileListeners() {
         continue;
       }
       std::string error;
-      int fd = net::Listen(l.address, static_cast<uint16_t>(l.bind_port), &error);
+      int fd = net::ListenShared(l.address, static_cast<uint16_t>(l.bind_port), &error);
       if (fd < 0) {
         spdlog::error("worker {}: listener {}: {}", id_, l.name, error);
-        std::lock_guard<std::mutex> lock(error_mu_);
-        last_error_ = "listener " + l.name + ": " + error;
+        errors[l.name] = "listener " + l.name + ": " + error;
         continue;
       }
-      auto handler = std::make_unique<ListenerHandler>(this, fd, l.address, l.bind_port);
-      loop_.Add(fd, EPOLLIN, handler.get());
-      listeners_.emplace(key, std::move(handler));
+      listeners_.emplace(key, std::make_unique<ListenerSlot>(*this, fd, l.address, l.bind_port));
     }
   }
   for (auto it = listeners_.begin(); it != listeners_.end();) {
@@ -180,148 +184,75 @@ void Worker::ReconcileListeners() {
       ++it;
     }
   }
+  // An error lasts only while its listener is configured and unbound.
+  std::lock_guard<std::mutex> lock(error_mu_);
+  listener_errors_ = std::move(errors);
 }
 
-void Worker::OnAccept(int fd, const ListenerConfig& listener, const std::string& peer) {
-  stats_.downstream_cx_total.fetch_add(1, std::memory_order_relaxed);
-  stats_.downstream_cx_active.fetch_add(1, std::memory_order_relaxed);
-  auto conn = std::make_unique<ServerConnection>(this, fd, listener, peer);
-  ServerConnection* raw = conn.get();
-  connections_.emplace(raw, std::move(conn));
-}
-
-void Worker::Closed(ServerConnection* conn) {
-  if (connections_.erase(conn) > 0) {
-    stats_.downstream_cx_active.fetch_sub(1, std::memory_order_relaxed);
-  }
-}
-
-UpstreamConnection* Worker::AcquireIdle(const std::string& key) {
-  auto it = idle_.find(key);
-  if (it == idle_.end() || it->second.empty()) {
-    return nullptr;
-  }
-  UpstreamConnection* c = it->second.back();
-  it->second.pop_back();
-  c->timer_.Cancel();
-  return c;
-}
-
-void Worker::ReleaseIdle(UpstreamConnection* conn) {
-  if (conn->max_requests_ != 0 && conn->requests_ >= conn->max_requests_) {
-    DestroyUpstream(conn);  // max_requests_per_connection reached
-    return;
-  }
-  auto* cluster = conn->cluster_.get();
-  if (cluster->rq_pending_active.load(std::memory_order_relaxed) > 0) {
-    auto it = pending_.find(cluster);
-    if (it == pending_.end() || it->second.empty()) {
-      // Requests wait for a slot on another worker: free this one rather than keep it idle.
-      DestroyUpstream(conn);
-      return;
-    }
-  }
-  auto& list = idle_[conn->key_];
-  if (list.size() >= 1024) {
-    DestroyUpstream(conn);
-    return;
-  }
-  list.push_back(conn);
-  conn->timer_.SetCallback([this, conn] { ForgetIdle(conn); });
-  loop_.Schedule(&conn->timer_, options_.upstream_idle_timeout);
-  conn->UpdateInterest(true, false);  // notice the upstream closing it
-  WakePending(cluster);
-}
-
-void Worker::DestroyUpstream(UpstreamConnection* conn) {
-  if (conn->dead_) {
-    return;
-  }
-  conn->dead_ = true;
-  conn->timer_.Cancel();
-  conn->Uncount();
-  WakePending(conn->cluster_.get());
-  loop_.Remove(conn->fd_);
-  // Events for it may still be pending in this loop turn: delete it afterwards.
-  loop_.Defer([conn] { delete conn; });
-}
-
-void Worker::ForgetIdle(UpstreamConnection* conn) {
-  if (conn->dead_) {
-    return;
-  }
-  auto it = idle_.find(conn->key_);
-  if (it != idle_.end()) {
-    auto& list = it->second;
-    for (size_t i = 0; i < list.size(); ++i) {
-      if (list[i] == conn) {
-        list[i] = list.back();
-        list.pop_back();
+void Worker::OnAccept(int fd, const std::string& address, uint32_t bind_port,
+                      const std::string& peer) {
+  const ListenerConfig* lc = nullptr;
+  if (config_ != nullptr) {
+    for (const auto& l : config_->listeners()) {
+      if (l.bind_port == bind_port && l.address == address) {
+        lc = &l;
         break;
       }
     }
   }
-  DestroyUpstream(conn);
-}
-
-size_t Worker::NextRoundRobin(const upstream::Cluster* cluster) { return rr_[cluster]++; }
-
-void Worker::AddPending(upstream::ClusterState* cluster, ServerConnection* conn) {
-  pending_[cluster].push_back(conn);
-  if (!pending_timer_.armed()) {
-    pending_timer_.SetCallback([this] { PollPending(); });
-    loop_.Schedule(&pending_timer_, std::chrono::milliseconds(5));
-  }
-}
-
-void Worker::RemovePending(upstream::ClusterState* cluster, ServerConnection* conn) {
-  auto it = pending_.find(cluster);
-  if (it == pending_.end()) {
+  if (lc == nullptr) {
+    ::close(fd);
     return;
   }
-  auto& q = it->second;
-  for (auto i = q.begin(); i != q.end(); ++i) {
-    if (*i == conn) {
-      q.erase(i);
-      break;
-    }
+  net::SetNoDelay(fd);
+  counters_.downstream_cx_total.fetch_add(1, std::memory_order_relaxed);
+  counters_.downstream_cx_active.fetch_add(1, std::memory_order_relaxed);
+  std::unique_ptr<ActiveConnection> conn;
+  if (!lc->filter_chains.empty()) {
+    DownstreamInfo info;
+    info.peer = peer;
+    info.listener_address = lc->address;
+    info.listener_bind_port = lc->bind_port;
+    info.listener_port = lc->port;
+    info.config = config_;  // the chains the inspector chooses from stay alive
+    conn = std::make_unique<TlsInspector>(*this, fd, *lc, std::move(info));
+  } else if (lc->capture != v1::CAPTURE_NONE) {
+    conn = ServeCaptured(*this, fd, *lc, peer);  // by the connection's original destination
+  } else {
+    DownstreamInfo info;
+    info.peer = peer;
+    info.listener_address = lc->address;
+    info.listener_bind_port = lc->bind_port;
+    info.listener_port = lc->port;
+    conn = std::make_unique<DownstreamConnection>(*this, fd, std::move(info));
   }
-  if (q.empty()) {
-    pending_.erase(it);
+  if (conn == nullptr) {
+    counters_.downstream_cx_active.fetch_sub(1, std::memory_order_relaxed);
+    return;
+  }
+  ActiveConnection* raw = conn.get();
+  connections_.emplace(raw, std::move(conn));
+  if (draining_) {
+    raw->Drain();
   }
 }
 
-void Worker::WakePending(upstream::ClusterState* cluster) {
-  auto it = pending_.find(cluster);
-  if (it == pending_.end() || it->second.empty()) {
-    return;
+void Worker::Adopt(std::unique_ptr<ActiveConnection> connection) {
+  // A connection handing its socket to another: the count of open connections stays.
+  counters_.downstream_cx_active.fetch_add(1, std::memory_order_relaxed);
+  ActiveConnection* raw = connection.get();
+  connections_.emplace(raw, std::move(connection));
+  if (draining_) {
+    raw->Drain();
   }
-  // After the current callback: the waiter takes the slot (or keeps waiting).
-  ServerConnection* first = it->second.front();
-  loop_.Defer([this, cluster, first] {
-    auto p = pending_.find(cluster);
-    if (p != pending_.end() && !p->second.empty() && p->second.front() == first) {
-      first->OnPoolReady();
+}
+
+void Worker::ConnectionClosed(ActiveConnection* connection) {
+  loop_.Defer([this, connection] {
+    if (connections_.erase(connection) > 0) {
+      counters_.downstream_cx_active.fetch_sub(1, std::memory_order_relaxed);
     }
   });
-}
-
-void Worker::PollPending() {
-  std::vector<std::pair<upstream::ClusterState*, ServerConnection*>> firsts;
-  for (auto& [cluster, q] : pending_) {
-    if (!q.empty()) {
-      firsts.emplace_back(cluster, q.front());
-    }
-  }
-  for (auto& [cluster, conn] : firsts) {
-    auto p = pending_.find(cluster);
-    if (p != pending_.end() && !p->second.empty() && p->second.front() == conn) {
-      conn->OnPoolReady();
-    }
-  }
-  if (!pending_.empty()) {
-    loop_.Schedule(&pending_timer_, std::chrono::milliseconds(5));
-  }
 }
 
 }  // namespace skiff::proxy

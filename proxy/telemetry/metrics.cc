@@ -1,5 +1,6 @@
 #include "proxy/telemetry/metrics.h"
 
+#include <charconv>
 #include <cstdio>
 
 namespace skiff::telemetry {
@@ -84,6 +85,40 @@ std::string SourceLabels(const SourceInfo& s) {
   return out;
 }
 
+std::string InboundSourceLabels() {
+  std::string out;
+  AppendLabel(&out, "reporter", "destination");
+  AppendLabel(&out, "source_workload", "unknown");
+  AppendLabel(&out, "source_workload_namespace", "unknown");
+  AppendLabel(&out, "source_principal", "unknown");
+  AppendLabel(&out, "source_app", "unknown");
+  AppendLabel(&out, "source_version", "unknown");
+  AppendLabel(&out, "source_canonical_service", "unknown");
+  AppendLabel(&out, "source_canonical_revision", "latest");
+  AppendLabel(&out, "source_cluster", "Kubernetes");
+  return out;
+}
+
+v1::Endpoint SelfEndpoint(const SourceInfo& self, const std::string& pod_name) {
+  v1::Endpoint ep;
+  std::string pod = pod_name.empty() ? self.workload : pod_name;
+  if (!self.namespace_.empty()) {
+    pod = self.namespace_ + "/" + pod;
+  }
+  ep.set_pod(pod);
+  if (!self.app.empty()) {
+    auto* l = ep.add_labels();
+    l->set_name("app");
+    l->set_value(self.app);
+  }
+  if (!self.version.empty()) {
+    auto* l = ep.add_labels();
+    l->set_name("version");
+    l->set_value(self.version);
+  }
+  return ep;
+}
+
 std::string DestinationLabels(const v1::Cluster* cluster, const v1::Endpoint* ep) {
   std::string out;
   std::string workload = "unknown";
@@ -131,10 +166,24 @@ std::string DestinationLabels(const v1::Cluster* cluster, const v1::Endpoint* ep
 
 void WorkerMetrics::Record(std::string_view destination, int response_code,
                            std::string_view response_flags, double duration_ms,
-                           uint64_t request_bytes, uint64_t response_bytes) {
+                           uint64_t request_bytes, uint64_t response_bytes, bool inbound, bool grpc,
+                           int grpc_status) {
   char code[16];
-  int code_len = std::snprintf(code, sizeof code, "%d", response_code);
-  key_.assign(destination);
+  auto [code_end, ec] = std::to_chars(code, code + sizeof code, response_code);
+  (void)ec;
+  const int code_len = static_cast<int>(code_end - code);
+  char gcode[16];
+  size_t gcode_len = 0;
+  if (grpc && grpc_status >= 0) {
+    auto g = std::to_chars(gcode, gcode + sizeof gcode, grpc_status);
+    gcode_len = static_cast<size_t>(g.ptr - gcode);
+  }
+  key_.clear();
+  key_.push_back(inbound ? 'i' : 'o');
+  key_.push_back(grpc ? 'g' : 'h');
+  key_.append(gcode, gcode_len);
+  key_.push_back('\n');
+  key_.append(destination);
   key_.push_back('\n');
   key_.append(code, static_cast<size_t>(code_len));
   key_.push_back('\n');
@@ -144,13 +193,13 @@ void WorkerMetrics::Record(std::string_view destination, int response_code,
     s = it->second;
   } else {
     auto series = std::make_unique<Series>();
-    std::string labels = source_;
+    std::string labels = inbound ? inbound_source_ : source_;
     labels.push_back(',');
     labels.append(destination);
     std::string tail;
-    AppendLabel(&tail, "request_protocol", "http");
+    AppendLabel(&tail, "request_protocol", grpc ? "grpc" : "http");
     AppendLabel(&tail, "response_code", std::string_view(code, static_cast<size_t>(code_len)));
-    AppendLabel(&tail, "grpc_response_status", "");
+    AppendLabel(&tail, "grpc_response_status", std::string_view(gcode, gcode_len));
     AppendLabel(&tail, "response_flags", response_flags.empty() ? "-" : response_flags);
     AppendLabel(&tail, "connection_security_policy", "unknown");
     labels.push_back(',');

@@ -65,6 +65,11 @@ struct SourceInfo {
   std::string version;
 };
 std::string SourceLabels(const SourceInfo& source);
+// The same for requests this proxy receives for its own workload (a sidecar's inbound
+// traffic): reporter="destination", and the caller unknown (no peer metadata).
+std::string InboundSourceLabels();
+// The destination_* labels of this proxy's own workload, for its inbound clusters.
+v1::Endpoint SelfEndpoint(const SourceInfo& self, const std::string& pod_name);
 // Label text for one endpoint of a cluster (destination_service*, destination_workload*,
 // destination_app, destination_version, canonical service/revision). `endpoint` may be
 // null (no endpoint was picked).
@@ -74,19 +79,26 @@ std::string WorkloadOfPod(std::string_view pod_name);
 
 class WorkerMetrics {
  public:
-  explicit WorkerMetrics(std::string source_labels) : source_(std::move(source_labels)) {}
+  explicit WorkerMetrics(std::string source_labels)
+      : source_(std::move(source_labels)), inbound_source_(InboundSourceLabels()) {}
   WorkerMetrics(const WorkerMetrics&) = delete;
   WorkerMetrics& operator=(const WorkerMetrics&) = delete;
 
   // On the worker thread. `destination` is the text DestinationLabels() made.
+  // `inbound`: reported by the destination (this proxy's own workload was called).
+  // `grpc`: a gRPC request (request_protocol="grpc"), whose `grpc_status` (from the
+  // response's trailers or its trailers-only head; -1 when none came) is
+  // grpc_response_status.
   void Record(std::string_view destination, int response_code, std::string_view response_flags,
-              double duration_ms, uint64_t request_bytes, uint64_t response_bytes);
+              double duration_ms, uint64_t request_bytes, uint64_t response_bytes,
+              bool inbound = false, bool grpc = false, int grpc_status = -1);
 
   // Any thread: the series so far (they are never freed while this object lives).
   void Collect(std::vector<const Series*>* out) const;
 
  private:
   std::string source_;
+  std::string inbound_source_;
   std::string key_;                                 // reused lookup buffer
   std::unordered_map<std::string, Series*> index_;  // worker thread only
   mutable std::mutex mu_;                           // guards series_

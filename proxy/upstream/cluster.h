@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "proxy/net/tls.h"
 #include "proxy/upstream/cluster_state.h"
 #include "skiff/v1/config.pb.h"
 
@@ -14,7 +15,10 @@ namespace skiff::upstream {
 struct Endpoint {
   std::string address;
   uint16_t port = 0;
-  std::string key;  // "address:port": connection pools are keyed by it across configs
+  // "address:port" ("address:port@source" with a source address): connection pools are
+  // keyed by it across configs.
+  std::string key;
+  std::string source_address;  // bind this local address first (empty: any)
   const v1::Endpoint* proto = nullptr;
   std::shared_ptr<EndpointHealth> health;  // outlier detection, shared by workers
   std::string telemetry_labels;            // Istio destination_* label text for this endpoint
@@ -31,12 +35,18 @@ struct Cluster {
   std::string telemetry_labels;         // destination_* labels when no endpoint was reached
   std::string span_name;                // "<service>:<port>/*"
   bool outlier_detection = false;
+  bool inbound = false;                  // reporter="destination" in telemetry
+  bool original_destination = false;     // endpoints come from the captured connection
+  std::string source_address;            // local address of its upstream connections
+  std::shared_ptr<net::TlsContext> tls;  // set: connections to its endpoints use TLS
   // Circuit-breaker limits; 0 = unlimited.
   uint32_t max_connections = 0;
   uint32_t max_pending_requests = 0;
   uint32_t max_requests = 0;
   uint32_t max_retries = 0;
   uint32_t max_requests_per_connection = 0;
+  uint32_t max_concurrent_streams = 0;  // per HTTP/2 connection; 0: the upstream's setting
+  v1::Cluster::Protocol protocol = v1::Cluster::HTTP1;
 
   void BuildRing();
   // The endpoint index for a hash key on the ring.

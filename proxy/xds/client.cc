@@ -49,6 +49,33 @@ std::map<std::string, std::string> XdsClient::versions() const {
   return versions_;
 }
 
+bool XdsClient::complete(std::string* missing) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::string out;
+  for (const char* type : kTypeOrder) {
+    if (accepted_types_.count(type) == 0) {
+      out += (out.empty() ? "" : ", ") + ShortType(type);
+    }
+  }
+  if (missing != nullptr) {
+    *missing = out;
+  }
+  return out.empty();
+}
+
+namespace {
+
+// The NACK message for a response over the limit, or empty.
+std::string CheckSize(const std::string& type_url, size_t size, int64_t limit) {
+  if (limit <= 0 || size <= static_cast<size_t>(limit)) {
+    return "";
+  }
+  return ShortType(type_url) + ": the response is " + std::to_string(size) +
+         " bytes, more than --xds-max-response-bytes " + std::to_string(limit) + "; not applied";
+}
+
+}  // namespace
+
 bool XdsClient::TryApply(const TypedResources& candidate, std::string* error) {
   v1::Snapshot snapshot;
   if (!AssembleSnapshot(candidate, &snapshot, error)) {
@@ -69,7 +96,13 @@ bool XdsClient::TryApply(const TypedResources& candidate, std::string* error) {
 }
 
 void XdsClient::Run() {
-  auto channel = grpc::CreateChannel(options_.address, grpc::InsecureChannelCredentials());
+  // No transport cap (gRPC's default is 4 MiB): big route tables must arrive, and one over
+  // --xds-max-response-bytes is NACKed by the session (visible in proxy-status) instead of
+  // failing the stream on every reconnect.
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(-1);
+  auto channel =
+      grpc::CreateCustomChannel(options_.address, grpc::InsecureChannelCredentials(), args);
   auto stub = v1::AggregatedDiscoveryService::NewStub(channel);
   std::mt19937_64 rng(std::random_device{}());
   auto backoff = std::chrono::milliseconds(500);
@@ -124,13 +157,15 @@ bool XdsClient::SessionSotw(v1::AggregatedDiscoveryService::Stub* stub) {
     *req.mutable_node() = options_.node;
     req.set_type_url(resp.type_url());
     req.set_response_nonce(resp.nonce());
-    std::string error;
+    std::string error =
+        CheckSize(resp.type_url(), resp.ByteSizeLong(), options_.max_response_bytes);
     {
       std::lock_guard<std::mutex> lock(mu_);
       TypedResources candidate = accepted_;
       auto& map = candidate[resp.type_url()];
       map.clear();
-      for (const auto& any : resp.resources()) {
+      for (int i = 0; error.empty() && i < resp.resources_size(); ++i) {
+        const auto& any = resp.resources(i);
         std::string name = ResourceName(any);
         if (name.empty()) {
           error =
@@ -141,6 +176,7 @@ bool XdsClient::SessionSotw(v1::AggregatedDiscoveryService::Stub* stub) {
       }
       if (error.empty() && TryApply(candidate, &error)) {
         versions_[resp.type_url()] = resp.version_info();
+        accepted_types_.insert(resp.type_url());
         last_error_.clear();
       }
       req.set_version_info(versions_[resp.type_url()]);
@@ -204,12 +240,14 @@ bool XdsClient::SessionDelta(v1::AggregatedDiscoveryService::Stub* stub) {
     *req.mutable_node() = options_.node;
     req.set_type_url(resp.type_url());
     req.set_response_nonce(resp.nonce());
-    std::string error;
+    std::string error =
+        CheckSize(resp.type_url(), resp.ByteSizeLong(), options_.max_response_bytes);
     {
       std::lock_guard<std::mutex> lock(mu_);
       TypedResources candidate = accepted_;
       auto& map = candidate[resp.type_url()];
-      for (const auto& r : resp.resources()) {
+      for (int i = 0; error.empty() && i < resp.resources_size(); ++i) {
+        const auto& r = resp.resources(i);
         if (r.resource().type_url() != resp.type_url()) {
           error = ShortType(resp.type_url()) + " \"" + r.name() + "\": resource has type " +
                   r.resource().type_url();
@@ -220,8 +258,13 @@ bool XdsClient::SessionDelta(v1::AggregatedDiscoveryService::Stub* stub) {
       for (const auto& name : resp.removed_resources()) {
         map.erase(name);
       }
-      if (error.empty() && TryApply(candidate, &error)) {
+      // A response that changes nothing (the server confirming an empty or already current
+      // type) is ACKed without rebuilding the configuration.
+      bool unchanged = error.empty() && resp.resources_size() == 0 &&
+                       resp.removed_resources_size() == 0 && accepted_.count(resp.type_url()) != 0;
+      if (error.empty() && (unchanged || TryApply(candidate, &error))) {
         versions_[resp.type_url()] = resp.system_version_info();
+        accepted_types_.insert(resp.type_url());
         last_error_.clear();
       } else {
         last_error_ = error;

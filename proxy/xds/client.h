@@ -4,16 +4,21 @@
 // and ACKed; an invalid one is NACKed with the reason and the old Config keeps serving. When
 // the operator is unreachable the last good Config stays and the client reconnects with
 // jittered backoff (0.5 s -> 30 s), telling the operator which versions it already has.
+//
+// gRPC's own 4 MiB receive limit is lifted: a response larger than `max_response_bytes`
+// (--xds-max-response-bytes, 512 MiB by default) is NACKed with its size, so it shows in
+// skiffctl proxy-status instead of silently breaking the stream.
 #include <atomic>
 #include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <string>
 #include <thread>
 
 #include "proto/resources.h"
-#include "proxy/server/worker.h"
+#include "proxy/config/config_store.h"
 #include "skiff/v1/discovery.grpc.pb.h"
 
 namespace grpc {
@@ -27,6 +32,7 @@ struct XdsClientOptions {
   v1::Node node;
   bool delta = false;
   std::map<uint32_t, uint32_t> port_map;
+  int64_t max_response_bytes = int64_t{512} << 20;
 };
 
 class XdsClient {
@@ -42,6 +48,9 @@ class XdsClient {
   [[nodiscard]] std::string last_error() const;
   // type -> accepted version
   [[nodiscard]] std::map<std::string, std::string> versions() const;
+  // True once a response of every resource type has been accepted (the configuration is
+  // complete); until then `missing` (if given) names the types still missing.
+  [[nodiscard]] bool complete(std::string* missing = nullptr) const;
 
  private:
   void Run();
@@ -61,6 +70,7 @@ class XdsClient {
   mutable std::mutex mu_;  // guards the fields below and context_
   xds::TypedResources accepted_;
   std::map<std::string, std::string> versions_;
+  std::set<std::string> accepted_types_;  // types accepted at least once
   std::string last_error_;
   uint64_t config_version_ = 0;
   grpc::ClientContext* context_ = nullptr;
