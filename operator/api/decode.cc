@@ -1,12 +1,13 @@
 #include "operator/api/decode.h"
 
-#include <yaml-cpp/yaml.h>
-
+#include <algorithm>
 #include <cctype>
 #include <cmath>
+#include <cstdio>
 #include <limits>
 #include <optional>
 #include <stdexcept>
+#include <unordered_set>
 
 #include "common/strings.h"
 #include "operator/api/decode_internal.h"
@@ -28,6 +29,8 @@ const char* KindName(Kind kind) {
       return "EndpointSlice";
     case Kind::kPod:
       return "Pod";
+    case Kind::kSecret:
+      return "Secret";
   }
   return "?";
 }
@@ -72,6 +75,10 @@ bool IsSupportedKind(std::string_view api_version, std::string_view kind, Kind* 
     *out = Kind::kPod;
     return true;
   }
+  if (api_version == "v1" && kind == "Secret") {
+    *out = Kind::kSecret;
+    return true;
+  }
   if (api_version == "discovery.k8s.io/v1" && kind == "EndpointSlice") {
     *out = Kind::kEndpointSlice;
     return true;
@@ -79,137 +86,126 @@ bool IsSupportedKind(std::string_view api_version, std::string_view kind, Kind* 
   return false;
 }
 
+namespace {
+
+// The text of a string field, or "" when absent or not a string.
+std::string TextField(const nlohmann::json& j, const char* field) {
+  auto it = j.find(field);
+  return it != j.end() && it->is_string() ? it->get<std::string>() : std::string();
+}
+
+struct Group {
+  const char* name;  // "networking.istio.io", "" for the core group
+  std::vector<const char*> versions;
+  std::vector<const char*> kinds;  // every kind of the group that we know of
+};
+
+// The API groups whose kinds we know; in them, a kind or version we do not know is a typo
+// (or a version that does not exist), never something to skip silently.
+const std::vector<Group>& KnownGroups() {
+  static const std::vector<Group> groups = {
+      {"networking.istio.io",
+       {"v1", "v1beta1", "v1alpha3"},
+       {"Gateway", "VirtualService", "DestinationRule", "ServiceEntry", "Sidecar", "WorkloadEntry",
+        "WorkloadGroup", "EnvoyFilter", "ProxyConfig"}},
+      {"security.istio.io",
+       {"v1", "v1beta1"},
+       {"PeerAuthentication", "AuthorizationPolicy", "RequestAuthentication"}},
+      {"telemetry.istio.io", {"v1", "v1alpha1"}, {"Telemetry"}},
+      {"extensions.istio.io", {"v1alpha1"}, {"WasmPlugin"}},
+      {"gateway.networking.k8s.io",
+       {"v1", "v1beta1", "v1alpha2", "v1alpha3"},
+       {"Gateway", "GatewayClass", "HTTPRoute", "GRPCRoute", "TCPRoute", "TLSRoute", "UDPRoute",
+        "ReferenceGrant", "BackendTLSPolicy"}},
+      {"",
+       {"v1"},
+       {"Binding", "ComponentStatus", "ConfigMap", "Endpoints", "Event", "LimitRange", "Namespace",
+        "Node", "PersistentVolume", "PersistentVolumeClaim", "Pod", "PodTemplate",
+        "ReplicationController", "ResourceQuota", "Secret", "Service", "ServiceAccount"}},
+      {"discovery.k8s.io", {"v1"}, {"EndpointSlice"}},
+  };
+  return groups;
+}
+
+// Levenshtein distance, for "did you mean".
+size_t EditDistance(std::string_view a, std::string_view b) {
+  std::vector<size_t> row(b.size() + 1);
+  for (size_t j = 0; j <= b.size(); ++j) {
+    row[j] = j;
+  }
+  for (size_t i = 1; i <= a.size(); ++i) {
+    size_t diag = row[0];
+    row[0] = i;
+    for (size_t j = 1; j <= b.size(); ++j) {
+      size_t up = row[j];
+      row[j] = std::min({row[j] + 1, row[j - 1] + 1,
+                         diag + (std::tolower(static_cast<unsigned char>(a[i - 1])) ==
+                                         std::tolower(static_cast<unsigned char>(b[j - 1]))
+                                     ? 0
+                                     : 1)});
+      diag = up;
+    }
+  }
+  return row[b.size()];
+}
+
+}  // namespace
+
+KindClass ClassifyKind(std::string_view api_version, std::string_view kind, std::string* problem) {
+  Kind served;
+  if (IsSupportedKind(api_version, kind, &served)) {
+    return KindClass::kServed;
+  }
+  auto slash = api_version.find('/');
+  std::string_view group = slash == std::string_view::npos ? "" : api_version.substr(0, slash);
+  std::string_view version =
+      slash == std::string_view::npos ? api_version : api_version.substr(slash + 1);
+  for (const auto& g : KnownGroups()) {
+    if (group != g.name) {
+      continue;
+    }
+    bool known_kind =
+        std::any_of(g.kinds.begin(), g.kinds.end(), [&](const char* k) { return kind == k; });
+    bool known_version = std::any_of(g.versions.begin(), g.versions.end(),
+                                     [&](const char* v) { return version == v; });
+    std::string group_text = g.name[0] == '\0' ? "the core API group" : g.name;
+    if (!known_version) {
+      std::string served_versions;
+      for (const char* v : g.versions) {
+        served_versions += std::string(served_versions.empty() ? "" : ", ") +
+                           (g.name[0] == '\0' ? "" : std::string(g.name) + "/") + v;
+      }
+      *problem =
+          ToValidUtf8("unknown apiVersion \"" + std::string(api_version) + "\" for kind \"" +
+                      std::string(kind) + "\" (" + group_text + " has " + served_versions + ")");
+      return KindClass::kUnknown;
+    }
+    if (!known_kind) {
+      const char* best = nullptr;
+      size_t best_distance = 4;  // suggest only close names
+      for (const char* k : g.kinds) {
+        size_t d = EditDistance(kind, k);
+        if (d < best_distance) {
+          best = k;
+          best_distance = d;
+        }
+      }
+      *problem =
+          ToValidUtf8("unknown kind \"" + std::string(kind) + "\" in " + std::string(api_version) +
+                      (best != nullptr ? std::string(" (did you mean ") + best + "?)" : ""));
+      return KindClass::kUnknown;
+    }
+    // A kind of an Istio (or Gateway API) group that skiff does not serve yet; core kinds
+    // that skiff does not read (Namespace, ConfigMap, ...) are simply not its business.
+    return g.name[0] == '\0' || group == "discovery.k8s.io" ? KindClass::kIgnored
+                                                            : KindClass::kNotServed;
+  }
+  return KindClass::kIgnored;  // apps/v1 Deployment and the like
+}
+
 // ---- YAML -> JSON ------------------------------------------------------------------------
 
 namespace {
-
-bool IsDigits(std::string_view s) {
-  return !s.empty() && s.find_first_not_of("0123456789") == std::string_view::npos;
-}
-
-// YAML 1.2 core schema integers: [-+]?(0|[1-9][0-9]*), 0x..., 0o...
-std::optional<nlohmann::json> ParseYamlInt(std::string_view s) {
-  std::string_view body = s;
-  if (!body.empty() && (body[0] == '-' || body[0] == '+')) {
-    body.remove_prefix(1);
-  }
-  int base = 10;
-  if (s.size() > 2 && s[0] == '0' && (s[1] == 'x' || s[1] == 'o')) {
-    base = s[1] == 'x' ? 16 : 8;
-    body = s.substr(2);
-    bool ok = !body.empty();
-    for (char c : body) {
-      ok = ok && (base == 16 ? std::isxdigit(static_cast<unsigned char>(c)) != 0
-                             : (c >= '0' && c <= '7'));
-    }
-    if (!ok) {
-      return std::nullopt;
-    }
-  } else if (!IsDigits(body) || (body.size() > 1 && body[0] == '0')) {
-    return std::nullopt;
-  }
-  try {
-    return nlohmann::json(std::stoll(std::string(base == 10 ? s : body), nullptr, base));
-  } catch (const std::out_of_range&) {
-    return std::nullopt;
-  }
-}
-
-// [-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?
-bool IsYamlFloat(std::string_view s) {
-  size_t i = 0;
-  if (i < s.size() && (s[i] == '-' || s[i] == '+')) {
-    ++i;
-  }
-  size_t int_digits = 0;
-  while (i < s.size() && std::isdigit(static_cast<unsigned char>(s[i]))) {
-    ++i;
-    ++int_digits;
-  }
-  size_t frac_digits = 0;
-  if (i < s.size() && s[i] == '.') {
-    ++i;
-    while (i < s.size() && std::isdigit(static_cast<unsigned char>(s[i]))) {
-      ++i;
-      ++frac_digits;
-    }
-  }
-  if (int_digits == 0 && frac_digits == 0) {
-    return false;
-  }
-  if (i < s.size() && (s[i] == 'e' || s[i] == 'E')) {
-    ++i;
-    if (i < s.size() && (s[i] == '-' || s[i] == '+')) {
-      ++i;
-    }
-    if (!IsDigits(s.substr(i))) {
-      return false;
-    }
-    i = s.size();
-  }
-  return i == s.size();
-}
-
-nlohmann::json ScalarToJson(const YAML::Node& node) {
-  const std::string& s = node.Scalar();
-  if (node.Tag() != "?") {  // quoted or explicitly tagged: a string
-    return s;
-  }
-  if (s.empty() || s == "~" || s == "null" || s == "Null" || s == "NULL") {
-    return nullptr;
-  }
-  if (s == "true" || s == "True" || s == "TRUE") {
-    return true;
-  }
-  if (s == "false" || s == "False" || s == "FALSE") {
-    return false;
-  }
-  char c = s[0];
-  if (!(std::isdigit(static_cast<unsigned char>(c)) || c == '-' || c == '+' || c == '.')) {
-    return s;
-  }
-  if (auto i = ParseYamlInt(s)) {
-    return *i;
-  }
-  if (IsYamlFloat(s)) {
-    try {
-      return std::stod(s);
-    } catch (const std::out_of_range&) {
-      return s;  // keep the text; the field reader reports the type
-    }
-  }
-  return s;
-}
-
-nlohmann::json NodeToJson(const YAML::Node& node) {
-  switch (node.Type()) {
-    case YAML::NodeType::Null:
-    case YAML::NodeType::Undefined:
-      return nullptr;
-    case YAML::NodeType::Scalar:
-      return ScalarToJson(node);
-    case YAML::NodeType::Sequence: {
-      nlohmann::json arr = nlohmann::json::array();
-      for (const auto& item : node) {
-        arr.push_back(NodeToJson(item));
-      }
-      return arr;
-    }
-    case YAML::NodeType::Map: {
-      nlohmann::json obj = nlohmann::json::object();
-      for (const auto& kv : node) {
-        if (!kv.first.IsScalar()) {
-          auto m = kv.first.Mark();
-          throw std::runtime_error("line " + std::to_string(m.line + 1) + ", column " +
-                                   std::to_string(m.column + 1) + ": map keys must be scalars");
-        }
-        obj[kv.first.Scalar()] = NodeToJson(kv.second);
-      }
-      return obj;
-    }
-  }
-  return nullptr;
-}
 
 struct RawDocument {
   std::string text;
@@ -300,15 +296,6 @@ bool Blank(std::string_view text) {
   return true;
 }
 
-nlohmann::json YamlToJsonAt(std::string_view text, int first_line) {
-  try {
-    return NodeToJson(YAML::Load(std::string(text)));
-  } catch (const YAML::Exception& e) {
-    throw std::runtime_error("line " + std::to_string(first_line + e.mark.line + 1) + ", column " +
-                             std::to_string(e.mark.column + 1) + ": " + e.msg);
-  }
-}
-
 // Gives the values of a parsed JSON document the types the YAML path gives them (integers
 // as signed, integers beyond int64 as doubles). False when the document holds something
 // the YAML path could read differently (a double that over- or underflows, where YAML keeps
@@ -360,8 +347,22 @@ std::optional<nlohmann::json> ParseJsonDocument(std::string_view text) {
   if (start == std::string_view::npos || text[start] != '{') {
     return std::nullopt;
   }
-  auto j = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
-  if (j.is_discarded() || !NormalizeJsonNumbers(&j)) {
+  // A key twice in one object goes the YAML way too, which reports it with its line.
+  std::vector<std::unordered_set<std::string>> keys;
+  bool duplicate = false;
+  auto on_event = [&](int depth, nlohmann::json::parse_event_t event, nlohmann::json& parsed) {
+    using Event = nlohmann::json::parse_event_t;
+    if (event == Event::object_start) {
+      keys.resize(static_cast<size_t>(depth) + 1);
+      keys[static_cast<size_t>(depth)].clear();
+    } else if (event == Event::key && depth > 0) {
+      duplicate = duplicate ||
+                  !keys[static_cast<size_t>(depth) - 1].insert(parsed.get<std::string>()).second;
+    }
+    return true;
+  };
+  auto j = nlohmann::json::parse(text, on_event, /*allow_exceptions=*/false);
+  if (j.is_discarded() || duplicate || !NormalizeJsonNumbers(&j)) {
     return std::nullopt;
   }
   return j;
@@ -370,6 +371,32 @@ std::optional<nlohmann::json> ParseJsonDocument(std::string_view text) {
 }  // namespace
 
 nlohmann::json YamlToJson(std::string_view text) { return YamlToJsonAt(text, 0); }
+
+ParsedDocuments ParseDocuments(std::string_view text, const std::string& source) {
+  ParsedDocuments result;
+  DocumentSplitter splitter(text);
+  RawDocument doc;
+  int index = 0;
+  while (splitter.Next(&doc)) {
+    if (Blank(doc.text)) {
+      continue;
+    }
+    ++index;
+    if (auto parsed = ParseJsonDocument(doc.text)) {
+      result.documents.push_back(std::move(*parsed));
+      continue;
+    }
+    try {
+      nlohmann::json j = YamlToJsonAt(doc.text, doc.first_line);
+      if (!j.is_null()) {
+        result.documents.push_back(std::move(j));
+      }
+    } catch (const std::exception& e) {
+      result.errors.push_back({source + " document " + std::to_string(index), e.what()});
+    }
+  }
+  return result;
+}
 
 DecodeResult DecodeDocuments(std::string_view text, const std::string& source) {
   DecodeResult result;
@@ -403,8 +430,9 @@ DecodeResult DecodeDocuments(std::string_view text, const std::string& source) {
       continue;
     }
     std::vector<std::pair<nlohmann::json, std::string>> items;
-    if (j.value("kind", "") == "List" ||
-        (j.contains("items") && j["items"].is_array() && EndsWith(j.value("kind", ""), "List"))) {
+    std::string doc_kind = TextField(j, "kind");
+    if (doc_kind == "List" ||
+        (j.contains("items") && j["items"].is_array() && EndsWith(doc_kind, "List"))) {
       auto& arr = j["items"];
       for (size_t i = 0; i < arr.size(); ++i) {
         items.emplace_back(std::move(arr[i]), origin + " items[" + std::to_string(i) + "]");
@@ -418,11 +446,38 @@ DecodeResult DecodeDocuments(std::string_view text, const std::string& source) {
             {item_origin, "not a Kubernetes object: apiVersion and kind are required"});
         continue;
       }
-      Object obj;
-      if (DecodeObject(item, item_origin, &obj)) {
-        result.objects.push_back(std::move(obj));
-      } else {
-        ++result.ignored;
+      std::string api_version = TextField(item, "apiVersion");
+      std::string kind = TextField(item, "kind");
+      std::string problem;
+      switch (ClassifyKind(api_version, kind, &problem)) {
+        case KindClass::kServed: {
+          Object obj;
+          DecodeObject(item, item_origin, &obj);
+          obj.file = source;
+          result.objects.push_back(std::move(obj));
+          break;
+        }
+        case KindClass::kNotServed: {
+          std::string ns = "default";
+          std::string name;
+          if (item.contains("metadata") && item["metadata"].is_object()) {
+            ns = TextField(item["metadata"], "namespace");
+            name = TextField(item["metadata"], "name");
+            if (ns.empty()) {
+              ns = "default";
+            }
+          }
+          result.warnings.push_back({item_origin, ToValidUtf8(kind + " " + ns + "/" + name) +
+                                                      ": not served by skiff yet; ignored"});
+          ++result.ignored;
+          break;
+        }
+        case KindClass::kUnknown:
+          result.errors.push_back({item_origin, problem});
+          break;
+        case KindClass::kIgnored:
+          ++result.ignored;
+          break;
       }
     }
   }
@@ -470,12 +525,14 @@ Service DecodeService(Reader& spec) {
   spec.IgnoreUnknown();  // type, sessionAffinity, ipFamilies, ...
   s.selector = spec.StringMap("selector");
   s.cluster_ip = spec.String("clusterIP");
+  s.cluster_ips = spec.StringList("clusterIPs");
   ForEachItem(spec, "ports", [&](const nlohmann::json& j, const std::string& path) {
     Reader r(j, path, msgs);
     r.IgnoreUnknown();
     ServicePort p;
     p.name = r.String("name");
     p.protocol = r.String("protocol");
+    p.app_protocol = r.String("appProtocol");
     auto port = r.Int("port");
     if (!port || *port < 1 || *port > 65535) {
       msgs.Error(r.Path("port"), "must be a port number between 1 and 65535");
@@ -566,10 +623,127 @@ Pod DecodePod(Reader& top) {
   return p;
 }
 
+// Only the TLS keys are kept; their values never go into a message (they may be keys).
+Secret DecodeSecret(Reader& top) {
+  Secret sec;
+  Messages& msgs = top.msgs();
+  top.IgnoreUnknown();
+  sec.type = top.String("type");
+  struct Field {
+    const char* key;
+    std::string Secret::*member;
+  };
+  static constexpr Field kFields[] = {{"tls.crt", &Secret::cert}, {"tls.key", &Secret::key},
+                                      {"ca.crt", &Secret::ca},    {"cert", &Secret::cert},
+                                      {"key", &Secret::key},      {"cacert", &Secret::ca}};
+  // data: base64 values; stringData (as kubectl applies it; handy in files): plain text,
+  // which wins over data, as the API server merges them.
+  for (const char* section : {"data", "stringData"}) {
+    const auto* m = top.Get(section);
+    if (m == nullptr) {
+      continue;
+    }
+    if (!m->is_object()) {
+      msgs.Error(section, "expected a map, got " + JsonTypeName(*m));
+      continue;
+    }
+    for (const auto& f : kFields) {
+      auto it = m->find(f.key);
+      if (it == m->end() || it->is_null()) {
+        continue;
+      }
+      std::string path = std::string(section) + "[" + f.key + "]";
+      if (!it->is_string()) {
+        msgs.Error(path, "expected a string, got " + JsonTypeName(*it));
+        continue;
+      }
+      const auto& v = it->get_ref<const std::string&>();
+      std::string& out = sec.*f.member;
+      if (std::string_view(section) == "stringData") {
+        out = v;
+      } else if (!Base64Decode(v, &out)) {
+        out.clear();
+        msgs.Error(path, "is not valid base64");
+      }
+    }
+  }
+  return sec;
+}
+
 }  // namespace
 
 namespace {
 void DecodeInto(const nlohmann::json& doc, Object* out);
+}  // namespace
+
+namespace {
+
+// Every string (key or value) of `j` that is not UTF-8, as an error at its path; with
+// `repair`, each is replaced by its valid form (invalid bytes as U+FFFD), so that no
+// message, status or log line built from the object carries invalid UTF-8.
+void CheckUtf8(nlohmann::json& j, const std::string& path, bool repair, std::vector<Message>* out) {
+  auto report = [&](const std::string& at, std::string_view s, size_t bad, const char* what) {
+    char byte[8];
+    std::snprintf(byte, sizeof byte, "0x%02x", static_cast<unsigned char>(s[bad]));
+    out->push_back({Message::Level::kError, at.empty() ? "(document)" : at,
+                    std::string("invalid UTF-8 in ") + what + " (byte " + byte + " at offset " +
+                        std::to_string(bad) + ")"});
+  };
+  size_t bad = 0;
+  if (j.is_string()) {
+    const auto& s = j.get_ref<const std::string&>();
+    if (!IsValidUtf8(s, &bad)) {
+      report(path, s, bad, "a string");
+      if (repair) {
+        j = ToValidUtf8(s);
+      }
+    }
+  } else if (j.is_array()) {
+    for (size_t i = 0; i < j.size(); ++i) {
+      CheckUtf8(j[i], path + "[" + std::to_string(i) + "]", repair, out);
+    }
+  } else if (j.is_object()) {
+    std::vector<std::pair<std::string, std::string>> renames;  // bad key -> repaired
+    for (auto it = j.begin(); it != j.end(); ++it) {
+      std::string key = it.key();
+      if (!IsValidUtf8(key, &bad)) {
+        std::string fixed = ToValidUtf8(key);
+        report(path.empty() ? fixed : path + "." + fixed, key, bad, "a field name");
+        renames.emplace_back(key, std::move(fixed));
+        key = renames.back().second;
+      }
+      CheckUtf8(it.value(), path.empty() ? key : path + "." + key, repair, out);
+    }
+    if (repair) {
+      for (auto& [from, to] : renames) {
+        nlohmann::json v = std::move(j[from]);
+        j.erase(from);
+        j[to] = std::move(v);
+      }
+    }
+  }
+}
+
+bool HasInvalidUtf8(const nlohmann::json& j) {
+  if (j.is_string()) {
+    return !IsValidUtf8(j.get_ref<const std::string&>());
+  }
+  if (j.is_object()) {
+    for (auto it = j.begin(); it != j.end(); ++it) {
+      if (!IsValidUtf8(it.key()) || HasInvalidUtf8(it.value())) {
+        return true;
+      }
+    }
+  } else if (j.is_array()) {
+    for (const auto& v : j) {
+      if (HasInvalidUtf8(v)) {
+        return true;
+      }
+    }
+  }
+  return false;
+}
+
 }  // namespace
 
 bool DecodeObject(const nlohmann::json& doc, const std::string& origin, Object* out) {
@@ -583,7 +757,17 @@ bool DecodeObject(const nlohmann::json& doc, const std::string& origin, Object* 
   obj.kind = kind;
   obj.api_version = api_version;
   obj.origin = origin;
-  DecodeInto(doc, &obj);
+  if (HasInvalidUtf8(doc)) {
+    // Decoded from a repaired copy: the object is invalid (the errors say where), but what
+    // it shows (names, values in messages) is valid UTF-8.
+    nlohmann::json repaired = doc;
+    std::vector<Message> utf8;
+    CheckUtf8(repaired, "", /*repair=*/true, &utf8);
+    DecodeInto(repaired, &obj);
+    obj.messages.insert(obj.messages.begin(), utf8.begin(), utf8.end());
+  } else {
+    DecodeInto(doc, &obj);
+  }
   *out = std::move(obj);
   return true;
 }
@@ -634,6 +818,9 @@ void DecodeInto(const nlohmann::json& doc, Object* out) {
       break;
     case Kind::kPod:
       obj.spec = DecodePod(top);
+      break;
+    case Kind::kSecret:
+      obj.spec = DecodeSecret(top);
       break;
   }
 }

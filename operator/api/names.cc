@@ -1,5 +1,7 @@
 #include "operator/api/names.h"
 
+#include <arpa/inet.h>
+
 #include "common/strings.h"
 
 namespace skiff::api {
@@ -7,19 +9,70 @@ namespace skiff::api {
 namespace {
 bool IsAlnumLower(char c) { return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9'); }
 bool IsAlnum(char c) { return IsAlnumLower(c) || (c >= 'A' && c <= 'Z'); }
-}  // namespace
 
-bool IsDns1123Label(std::string_view s) {
-  if (s.empty() || s.size() > 63 || !IsAlnumLower(s.front()) || !IsAlnumLower(s.back())) {
+bool IsLabel(std::string_view s, bool any_case) {
+  auto alnum = [any_case](char c) { return any_case ? IsAlnum(c) : IsAlnumLower(c); };
+  if (s.empty() || s.size() > 63 || !alnum(s.front()) || !alnum(s.back())) {
     return false;
   }
   for (char c : s) {
-    if (!IsAlnumLower(c) && c != '-') {
+    if (!alnum(c) && c != '-') {
       return false;
     }
   }
   return true;
 }
+
+// Istio's wildcard first label: "*", or a label with a leading "*" or "*-".
+bool IsWildcardLabel(std::string_view s) {
+  if (s == "*") {
+    return true;
+  }
+  if (s.size() > 63) {
+    return false;
+  }
+  if (StartsWith(s, "*-")) {
+    s.remove_prefix(2);
+  } else if (StartsWith(s, "*")) {
+    s.remove_prefix(1);
+  }
+  return IsLabel(s, true);
+}
+
+std::string CheckLength(std::string_view host) {
+  if (host.empty()) {
+    return "empty domain name not allowed";
+  }
+  if (host.size() > 255) {
+    return "domain name \"" + std::string(host.substr(0, 64)) + "...\" too long (max 255)";
+  }
+  return {};
+}
+
+// The labels after the first one: DNS labels, the last one not all digits, an empty last
+// label (a trailing dot) allowed.
+std::string ValidateLabels(std::string_view full, std::string_view rest) {
+  auto labels = Split(rest, '.', false);
+  const std::string& tld = labels.back();
+  if (!tld.empty() && tld.find_first_not_of("0123456789") == std::string::npos) {
+    return "domain name \"" + std::string(full) + "\" invalid (top level domain \"" + tld +
+           "\" cannot be all-numeric)";
+  }
+  for (size_t i = 0; i < labels.size(); ++i) {
+    if (i + 1 == labels.size() && labels[i].empty()) {
+      break;
+    }
+    if (!IsLabel(labels[i], true)) {
+      return "domain name \"" + std::string(full) + "\" invalid (label \"" + labels[i] +
+             "\" invalid)";
+    }
+  }
+  return {};
+}
+}  // namespace
+
+bool IsDns1123Label(std::string_view s) { return IsLabel(s, false); }
+bool IsDns1123LabelAnyCase(std::string_view s) { return IsLabel(s, true); }
 
 bool IsDns1123Subdomain(std::string_view s) {
   if (s.empty() || s.size() > 253) {
@@ -33,57 +86,65 @@ bool IsDns1123Subdomain(std::string_view s) {
   return true;
 }
 
-std::string ValidateHost(std::string_view host) {
-  if (host.empty()) {
-    return "host must not be empty";
+bool IsValidIp(std::string_view s) {
+  std::string text(s);
+  unsigned char buf[16];
+  return inet_pton(AF_INET, text.c_str(), buf) == 1 || inet_pton(AF_INET6, text.c_str(), buf) == 1;
+}
+
+std::string ValidateWildcardDomain(std::string_view host) {
+  if (auto err = CheckLength(host); !err.empty()) {
+    return err;
   }
-  if (host == "*") {
+  auto dot = host.find('.');
+  std::string_view first = host.substr(0, dot);
+  if (!IsWildcardLabel(first)) {
+    return "domain name \"" + std::string(host) + "\" invalid (label \"" + std::string(first) +
+           "\" invalid)";
+  }
+  if (dot == std::string_view::npos) {
     return {};
   }
-  if (host.size() > 255) {
-    return "host \"" + std::string(host) + "\" is too long (at most 255 characters)";
-  }
-  std::string_view rest = host;
-  if (StartsWith(rest, "*.")) {
-    rest.remove_prefix(2);
-  } else if (StartsWith(rest, "*")) {
-    // Istio also accepts "*suffix" (e.g. "*example.com") as a suffix wildcard.
-    rest.remove_prefix(1);
-  }
-  auto labels = Split(rest, '.', false);
-  for (size_t i = 0; i < labels.size(); ++i) {
-    const auto& l = labels[i];
-    // A trailing dot (absolute name) leaves one empty label at the end.
-    if (l.empty() && i + 1 == labels.size() && i > 0) {
-      continue;
-    }
-    bool ok = !l.empty() && l.size() <= 63 && IsAlnum(l.front()) && IsAlnum(l.back());
-    for (char c : l) {
-      ok = ok && (IsAlnum(c) || c == '-');
-    }
-    if (!ok) {
-      return "invalid host \"" + std::string(host) +
-             "\": each label must be 1-63 letters, digits or '-', and '*' may only be the "
-             "whole left-most label";
-    }
-  }
-  return {};
+  return ValidateLabels(host, host.substr(dot + 1));
 }
+
+std::string ValidateFqdn(std::string_view host) {
+  if (auto err = CheckLength(host); !err.empty()) {
+    return err;
+  }
+  return ValidateLabels(host, host);
+}
+
+std::string ValidateHost(std::string_view host) { return ValidateWildcardDomain(host); }
 
 std::string ValidateGatewayHost(std::string_view host) {
   auto slash = host.find('/');
   if (slash != std::string_view::npos) {
     std::string_view ns = host.substr(0, slash);
-    if (ns != "*" && ns != "." && !IsDns1123Label(ns)) {
-      return "invalid namespace \"" + std::string(ns) + "\" in host \"" + std::string(host) +
-             "\": use \"*\", \".\" or a namespace name";
+    std::string_view name = host.substr(slash + 1);
+    if (ns.empty() || name.empty()) {
+      return "config namespace and dnsName in host entry cannot be empty";
     }
-    host = host.substr(slash + 1);
+    if (ns != "*" && ns != "." && !IsDns1123LabelAnyCase(ns)) {
+      return "invalid namespace value \"" + std::string(ns) + "\" in gateway host \"" +
+             std::string(host) + "\" (use \"*\", \".\" or a namespace name)";
+    }
+    host = name;
   }
-  return ValidateHost(host);
+  if (host != "*" && host.find('.') == std::string_view::npos) {
+    return "short names (non FQDN) are not allowed in gateway hosts: \"" + std::string(host) +
+           "\" (use a full name such as \"" + std::string(host) + ".example.com\", or \"*\")";
+  }
+  if (auto err = ValidateWildcardDomain(host); !err.empty() && !IsValidIp(host)) {
+    return err;
+  }
+  return {};
 }
 
-bool IsValidHeaderName(std::string_view s) {
+bool IsValidHeaderName(std::string_view s, bool allow_pseudo) {
+  if (allow_pseudo && StartsWith(s, ":")) {
+    s.remove_prefix(1);
+  }
   if (s.empty()) {
     return false;
   }
@@ -97,6 +158,94 @@ bool IsValidHeaderName(std::string_view s) {
     }
   }
   return true;
+}
+
+std::string ValidateHeaderValue(std::string_view value) {
+  if (value.find_first_of("\r\n") != std::string_view::npos ||
+      value.find('\0') != std::string_view::npos) {
+    return "header value must not contain CR, LF or NUL";
+  }
+  auto invalid = [&] {
+    return "header value configuration " + std::string(value) +
+           " is invalid: a '%' must be written \"%%\" or start a %COMMAND% (e.g. %HOSTNAME%)";
+  };
+  for (size_t i = 0; i < value.size(); ++i) {
+    if (value[i] != '%') {
+      continue;
+    }
+    if (i + 1 < value.size() && value[i + 1] == '%') {
+      ++i;  // an escaped percent
+      continue;
+    }
+    size_t j = i + 1;
+    while (j < value.size() && ((value[j] >= 'A' && value[j] <= 'Z') ||
+                                (value[j] >= '0' && value[j] <= '9') || value[j] == '_')) {
+      ++j;
+    }
+    if (j == i + 1) {
+      return invalid();
+    }
+    if (j < value.size() && value[j] == '(') {
+      size_t close = value.find(')', j);
+      if (close == std::string_view::npos) {
+        return invalid();
+      }
+      j = close + 1;
+      if (j < value.size() && value[j] == ':') {  // "%REQ(x):10%": a length limit
+        ++j;
+        while (j < value.size() && value[j] >= '0' && value[j] <= '9') {
+          ++j;
+        }
+      }
+    }
+    if (j >= value.size() || value[j] != '%') {
+      return invalid();
+    }
+    i = j;
+  }
+  return {};
+}
+
+namespace {
+// "(?:[A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]", at most 63 characters.
+bool IsQualifiedNamePart(std::string_view s) {
+  if (s.empty() || s.size() > 63 || !IsAlnum(s.front()) || !IsAlnum(s.back())) {
+    return false;
+  }
+  for (char c : s) {
+    if (!IsAlnum(c) && c != '-' && c != '_' && c != '.') {
+      return false;
+    }
+  }
+  return true;
+}
+}  // namespace
+
+std::string ValidateLabelKey(std::string_view key) {
+  std::string_view name = key;
+  auto slash = key.find('/');
+  if (slash != std::string_view::npos) {
+    std::string_view prefix = key.substr(0, slash);
+    name = key.substr(slash + 1);
+    if (!IsDns1123Subdomain(prefix)) {
+      return "invalid label key \"" + std::string(key) + "\": the prefix must be a DNS subdomain";
+    }
+  }
+  if (!IsQualifiedNamePart(name)) {
+    return "invalid label key \"" + std::string(key) +
+           "\": at most 63 letters, digits, '-', '_' or '.', beginning and ending with a "
+           "letter or digit";
+  }
+  return {};
+}
+
+std::string ValidateLabelValue(std::string_view value) {
+  if (!value.empty() && !IsQualifiedNamePart(value)) {
+    return "invalid label value \"" + std::string(value) +
+           "\": at most 63 letters, digits, '-', '_' or '.', beginning and ending with a letter "
+           "or digit";
+  }
+  return {};
 }
 
 }  // namespace skiff::api

@@ -1,6 +1,7 @@
 #include "operator/api/reader.h"
 
 #include <cmath>
+#include <cstdio>
 
 #include "common/duration.h"
 
@@ -25,6 +26,36 @@ std::string JsonTypeName(const nlohmann::json& j) {
     default:
       return "an unsupported value";
   }
+}
+
+std::string Messages::Escape(std::string s) {
+  bool clean = true;
+  for (unsigned char c : s) {
+    clean = clean && c >= 0x20 && c != 0x7f;
+  }
+  if (clean) {
+    return s;
+  }
+  std::string out;
+  out.reserve(s.size() + 8);
+  for (unsigned char c : s) {
+    if (c == '\r') {
+      out += "\\r";
+    } else if (c == '\n') {
+      out += "\\n";
+    } else if (c == '\t') {
+      out += "\\t";
+    } else if (c == 0) {
+      out += "\\0";
+    } else if (c < 0x20 || c == 0x7f) {
+      char buf[8];
+      std::snprintf(buf, sizeof buf, "\\x%02x", c);
+      out += buf;
+    } else {
+      out.push_back(static_cast<char>(c));
+    }
+  }
+  return out;
 }
 
 std::string JoinPath(const std::string& base, std::string_view field) {

@@ -12,15 +12,19 @@
 
 namespace skiff::api {
 
+// Collects problems. Control characters that came from the input (a value quoted in a
+// message, a key in a path) are written as escapes (\r, \n, \0, \xNN), so that a message
+// is always one line in a log, a status or a terminal.
 class Messages {
  public:
   explicit Messages(std::vector<Message>* out) : out_(out) {}
   void Error(const std::string& path, std::string text) {
-    out_->push_back({Message::Level::kError, path, std::move(text)});
+    out_->push_back({Message::Level::kError, Escape(path), Escape(text)});
   }
   void Warn(const std::string& path, std::string text) {
-    out_->push_back({Message::Level::kWarning, path, std::move(text)});
+    out_->push_back({Message::Level::kWarning, Escape(path), Escape(text)});
   }
+  static std::string Escape(std::string s);
 
  private:
   std::vector<Message>* out_;

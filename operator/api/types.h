@@ -113,7 +113,15 @@ class Boxed {
   std::unique_ptr<T> ptr_;
 };
 
-enum class Kind { kGateway, kVirtualService, kDestinationRule, kService, kEndpointSlice, kPod };
+enum class Kind {
+  kGateway,
+  kVirtualService,
+  kDestinationRule,
+  kService,
+  kEndpointSlice,
+  kPod,
+  kSecret
+};
 const char* KindName(Kind kind);
 
 // A problem found while decoding or validating, with the field path it is about
@@ -192,6 +200,7 @@ struct HTTPMatchRequest {
   bool ignore_uri_case = false;
   uint32_t port = 0;
   Labels source_labels;
+  std::string source_namespace;
   std::vector<std::string> gateways;
   bool operator==(const HTTPMatchRequest&) const = default;
 };
@@ -216,6 +225,7 @@ struct HTTPFaultDelay {
 
 struct HTTPFaultAbort {
   int64_t http_status = 0;
+  std::string grpc_status;  // a gRPC status name (UNAVAILABLE, ...)
   std::optional<Percent> percentage;
   bool operator==(const HTTPFaultAbort&) const = default;
 };
@@ -245,6 +255,8 @@ struct HTTPRedirect {
   uint32_t port = 0;
   std::string scheme;
   int64_t redirect_code = 0;
+  std::string prefix_rewrite;  // replaces the matched uri prefix in the Location
+  bool derive_port = false;    // derivePort: FROM_REQUEST_PORT
   bool operator==(const HTTPRedirect&) const = default;
 };
 
@@ -262,8 +274,16 @@ struct CorsPolicy {
   bool operator==(const CorsPolicy&) const = default;
 };
 
+// http[].delegate: the routes of another VirtualService (one without hosts), inlined.
+struct Delegate {
+  std::string name;
+  std::string namespace_;  // the root VirtualService's when empty
+  bool operator==(const Delegate&) const = default;
+};
+
 struct HTTPRoute {
   std::string name;
+  Boxed<Delegate> delegate;
   std::vector<HTTPMatchRequest> match;
   std::vector<RouteDestination> route;
   Boxed<HTTPRedirect> redirect;
@@ -278,11 +298,30 @@ struct HTTPRoute {
   bool operator==(const HTTPRoute&) const = default;
 };
 
+// A tls: route (SNI routing of TLS passed through unterminated).
+struct TLSMatchAttributes {
+  std::vector<std::string> sni_hosts;
+  uint32_t port = 0;
+  std::vector<std::string> gateways;
+  bool operator==(const TLSMatchAttributes&) const = default;
+};
+
+struct TLSRoute {
+  std::vector<TLSMatchAttributes> match;
+  std::vector<RouteDestination> route;
+  bool operator==(const TLSRoute&) const = default;
+};
+
 struct VirtualService {
   std::vector<std::string> hosts;
   std::vector<std::string> gateways;
   std::vector<HTTPRoute> http;
   std::vector<std::string> export_to;
+  size_t tcp_routes = 0;  // validated, not served yet
+  size_t tls_routes = 0;
+  std::vector<TLSRoute> tls;  // decoded when valid
+  // No hosts: a delegate, whose routes a root VirtualService's http[].delegate inlines.
+  [[nodiscard]] bool IsDelegate() const { return hosts.empty(); }
   bool operator==(const VirtualService&) const = default;
 };
 
@@ -293,12 +332,28 @@ struct ServerPort {
   bool operator==(const ServerPort&) const = default;
 };
 
+// A Gateway server's tls (Istio's ServerTLSSettings).
+struct ServerTLSSettings {
+  std::string mode;  // SIMPLE, MUTUAL, OPTIONAL_MUTUAL, PASSTHROUGH (default), ...
+  // Where the certificate comes from: a Secret of the Gateway's namespace, or files on the
+  // proxy's disk (Istio's file mode).
+  std::string credential_name;
+  std::string server_certificate, private_key, ca_certificates;
+  std::string min_protocol_version, max_protocol_version;  // "" or TLS_AUTO: the default
+  std::vector<std::string> cipher_suites;
+  std::vector<std::string> subject_alt_names;
+  std::vector<std::string> verify_certificate_spki, verify_certificate_hash;
+  bool operator==(const ServerTLSSettings&) const = default;
+};
+
 struct Server {
   std::optional<ServerPort> port;
   std::vector<std::string> hosts;
   std::string bind;
   std::string name;
   bool has_tls = false;
+  bool https_redirect = false;   // tls.httpsRedirect on an HTTP server
+  Boxed<ServerTLSSettings> tls;  // on HTTPS and TLS servers
   bool operator==(const Server&) const = default;
 };
 
@@ -330,6 +385,8 @@ struct ConnectionPoolSettings {
   int64_t http2_max_requests = 0;
   int64_t max_requests_per_connection = 0;
   int64_t max_retries = 0;
+  int64_t max_concurrent_streams = 0;
+  bool h2_upgrade = false;  // h2UpgradePolicy: UPGRADE
   std::optional<Duration> idle_timeout;
   bool operator==(const ConnectionPoolSettings&) const = default;
 };
@@ -344,10 +401,22 @@ struct OutlierDetection {
   bool operator==(const OutlierDetection&) const = default;
 };
 
+// DestinationRule trafficPolicy.tls (Istio's ClientTLSSettings): TLS to the upstream.
+struct ClientTLSSettings {
+  std::string mode;             // DISABLE, SIMPLE, MUTUAL, ISTIO_MUTUAL
+  std::string credential_name;  // a Secret of the proxy's namespace
+  std::string client_certificate, private_key, ca_certificates;  // files on the proxy's disk
+  std::string sni;
+  std::vector<std::string> subject_alt_names;
+  bool insecure_skip_verify = false;
+  bool operator==(const ClientTLSSettings&) const = default;
+};
+
 struct TrafficPolicy {
   std::optional<LoadBalancerSettings> load_balancer;
   std::optional<ConnectionPoolSettings> connection_pool;
   std::optional<OutlierDetection> outlier_detection;
+  std::optional<ClientTLSSettings> tls;
   bool operator==(const TrafficPolicy&) const = default;
 };
 
@@ -371,8 +440,9 @@ struct DestinationRule {
 struct ServicePort {
   std::string name;
   uint32_t port = 0;
-  std::string target_port;  // number or named port, as text; empty = same as port
-  std::string protocol;
+  std::string target_port;   // number or named port, as text; empty = same as port
+  std::string protocol;      // TCP (default), UDP, SCTP
+  std::string app_protocol;  // appProtocol: the application protocol (http, grpc, ...)
   bool operator==(const ServicePort&) const = default;
 };
 
@@ -380,6 +450,7 @@ struct Service {
   std::vector<ServicePort> ports;
   Labels selector;
   std::string cluster_ip;
+  std::vector<std::string> cluster_ips;  // clusterIPs (dual stack); the first is clusterIP
   bool operator==(const Service&) const = default;
 };
 
@@ -408,7 +479,26 @@ struct Pod {
   bool operator==(const Pod&) const = default;
 };
 
-using Spec = std::variant<Gateway, VirtualService, DestinationRule, Service, EndpointSlice, Pod>;
+// A Secret with TLS material (kubernetes.io/tls: tls.crt, tls.key, ca.crt; Istio's generic
+// form: cert, key, cacert), PEM. Other keys are not kept.
+struct Secret {
+  std::string type;
+  std::string cert;
+  std::string key;
+  std::string ca;
+  [[nodiscard]] bool HasTls() const { return !cert.empty() || !key.empty() || !ca.empty(); }
+  bool operator==(const Secret&) const = default;
+};
+
+// A newer version of a resource that was refused (see Object::rejected).
+struct Rejection {
+  std::vector<Message> errors;
+  std::string origin;
+  bool operator==(const Rejection&) const = default;
+};
+
+using Spec =
+    std::variant<Gateway, VirtualService, DestinationRule, Service, EndpointSlice, Pod, Secret>;
 
 // One decoded object. `messages` holds what decoding and validation found; an object with
 // any error-level message is invalid and is not translated.
@@ -419,6 +509,10 @@ struct Object {
   Spec spec;
   std::string api_version;
   std::string origin;  // "file.yaml document 2", or "kube" for API objects
+  std::string file;    // the file it was read from ("" for API objects)
+  // Set on the last valid version of a resource that is served in place of a newer,
+  // invalid version: that version's errors, and where it is.
+  Boxed<Rejection> rejected;
 
   [[nodiscard]] bool Valid() const;
   [[nodiscard]] std::string Ref() const;  // "VirtualService default/catalog"

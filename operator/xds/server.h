@@ -1,71 +1,35 @@
 #pragma once
-// The operator's xDS server: ADS over one gRPC bidi stream per proxy, state of the world and
-// delta. Proxies with the same (role, labels, namespace) share one computed snapshot. Per
-// stream and type it tracks what was sent, ACKed and NACKed; a NACKed version is not sent
-// again until the snapshot changes, and stale nonces are ignored.
+// The operator's xDS server: ADS over one gRPC bidi stream per proxy, state of the world
+// (sotw_stream.cc) and delta (delta_stream.cc). Proxies with the same (role, labels,
+// namespace) share one snapshot from the snapshot cache, which builds them off the gRPC
+// threads; the proxy registry (proxy_registry.h) knows the open streams. Per stream and
+// type it tracks what was sent, ACKed and NACKed; a NACKed version is not sent again until
+// the snapshot changes, and stale nonces are ignored.
 //
 // Streams use gRPC's callback API (a reactor per stream, no thread per stream). Each stream
-// has its own lock; the server-wide locks guard only the snapshot cache and the stream
-// registry. A state-of-the-world response is serialized once per (group snapshot, type) and
-// the same bytes are shared by every stream of the group; only the nonce is per stream.
+// has its own lock; a state-of-the-world response is serialized once per (group snapshot,
+// type) and the same bytes are shared by every stream of the group; only the nonce is per
+// stream.
 #include <grpcpp/support/byte_buffer.h>
 
-#include <array>
-#include <atomic>
-#include <chrono>
-#include <map>
 #include <memory>
-#include <mutex>
-#include <string>
 
 #include "operator/translate/translate.h"
+#include "operator/xds/metrics.h"
+#include "operator/xds/proxy_registry.h"
+#include "operator/xds/snapshot_cache.h"
 #include "proto/resources.h"
 #include "skiff/v1/discovery.grpc.pb.h"
 
 namespace skiff::xds {
 
-struct GroupSnapshot {
-  uint64_t generation = 0;
-  TypedResources resources;
-  std::map<std::string, std::string> versions;  // type -> content version
-  // Per type in kTypeOrder (index i is kTypeOrder[i]), for the push path:
-  struct Type {
-    const ResourceMap* resources = nullptr;  // points into `resources` above
-    std::string version;
-    std::map<std::string, std::string> resource_versions;  // name -> ResourceVersion (delta)
-    // The serialized state-of-the-world DiscoveryResponse without its nonce; every stream of
-    // the group sends these bytes (no copy) followed by its own nonce field.
-    std::shared_ptr<const std::string> sotw_bytes;
-  };
-  std::array<Type, kTypeOrder.size()> by_order;
-
-  GroupSnapshot() = default;
-  GroupSnapshot(const GroupSnapshot&) = delete;  // by_order points into resources
-  GroupSnapshot& operator=(const GroupSnapshot&) = delete;
-};
-
-// A Prometheus histogram of milliseconds, updated with relaxed atomics.
-struct MsHistogram {
-  static constexpr std::array<double, 12> kBounds = {1,   5,   10,   25,   50,   100,
-                                                     250, 500, 1000, 2500, 5000, 10000};
-  std::array<std::atomic<uint64_t>, 12> buckets{};  // non-cumulative
-  std::atomic<uint64_t> count{0};
-  std::atomic<uint64_t> sum_us{0};
-  void Observe(std::chrono::microseconds d);
-  // "# HELP/# TYPE" and the _bucket/_sum/_count lines.
-  [[nodiscard]] std::string Render(const std::string& name, const std::string& help) const;
-};
-
-struct ServerMetrics {
-  std::atomic<uint64_t> pushes{0};  // responses sent, all types
-  std::atomic<uint64_t> acks{0};
-  std::atomic<uint64_t> nacks{0};      // rejects
-  std::atomic<uint64_t> connected{0};  // streams open now
-  std::atomic<uint64_t> streams_total{0};
-  std::atomic<uint64_t> translations{0};
-  std::atomic<uint64_t> translation_us_total{0};
-  // Time to compute the snapshots of one change and start the pushes to every stream.
-  MsHistogram push_time;
+struct XdsServerOptions {
+  // Groups in the snapshot cache at most. An entry lives while a stream of its group is
+  // open (reference counted) and is evicted with the last one; a stream of a further group
+  // is refused with RESOURCE_EXHAUSTED.
+  size_t max_groups = 4096;
+  // Open streams at most; further streams are refused with RESOURCE_EXHAUSTED.
+  size_t max_streams = 65536;
 };
 
 // State of the world is served raw (shared pre-serialized bytes), delta with typed messages;
@@ -77,11 +41,15 @@ using AdsCallbackService =
 
 class XdsServer final : public AdsCallbackService, public v1::ProxyStatusService::Service {
  public:
-  XdsServer();
+  explicit XdsServer(XdsServerOptions options = {});
   ~XdsServer() override;
 
-  // New inputs: later snapshots come from this translator. Pushes to every stream.
+  // New inputs: the snapshots of every connected group are built for them (on the caller's
+  // thread), then pushed to every stream.
   void Update(std::shared_ptr<const translate::Translator> translator);
+  // Only EndpointSlices and Pods changed: every connected group's endpoints are recomputed
+  // and only they are pushed.
+  void UpdateEndpoints(std::shared_ptr<const translate::EndpointTranslator> endpoints);
   // Finishes every stream (and any that opens later); call before grpc::Server::Shutdown.
   void Shutdown();
 
@@ -93,32 +61,23 @@ class XdsServer final : public AdsCallbackService, public v1::ProxyStatusService
                            v1::ProxyStatusResponse* response) override;
 
   const ServerMetrics& metrics() const { return metrics_; }
-  // The snapshot of a group for the current inputs (computed once per generation).
-  std::shared_ptr<const GroupSnapshot> Snapshot(const translate::ProxyGroup& group);
-  // The current generation (bumped by each Update).
-  uint64_t generation() const { return generation_.load(std::memory_order_acquire); }
-
-  struct TypeState;
-  class StreamBase;
+  // The snapshot of a group: its streams' (see SnapshotCache::Snapshot).
+  std::shared_ptr<const GroupSnapshot> Snapshot(const translate::ProxyGroup& group) {
+    return cache_.Snapshot(group);
+  }
+  // Groups in the snapshot cache now.
+  size_t cached_groups() const { return cache_.groups(); }
+  // The current generation (bumped by each Update and UpdateEndpoints).
+  uint64_t generation() const { return cache_.generation(); }
 
  private:
-  class SotwStream;
-  class DeltaStream;
   template <typename S>
-  S* Open(grpc::CallbackServerContext* context);
-  void Close(uint64_t id);
+  S* Open();
+  void KickAll(std::chrono::steady_clock::time_point started);
 
-  // Snapshot cache: translator, generation and per-group snapshots.
-  std::mutex cache_mu_;
-  std::atomic<uint64_t> generation_{0};
-  std::shared_ptr<const translate::Translator> translator_;
-  std::map<translate::ProxyGroup, std::shared_ptr<const GroupSnapshot>> cache_;
-  // Stream registry.
-  std::mutex streams_mu_;
-  bool shutdown_ = false;
-  std::map<uint64_t, std::shared_ptr<StreamBase>> streams_;
-  uint64_t next_stream_id_ = 0;
   ServerMetrics metrics_;
+  ProxyRegistry registry_;
+  SnapshotCache cache_;
 };
 
 translate::ProxyGroup GroupOf(const v1::Node& node);

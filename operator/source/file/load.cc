@@ -20,11 +20,18 @@ bool IsManifest(const fs::path& p) {
 }
 }  // namespace
 
-LoadResult LoadPath(const std::string& path) {
-  LoadResult result;
-  std::vector<fs::path> files;
+namespace {
+
+// The manifest files of `path` (itself, or a directory searched recursively, in sorted
+// order), or "-" for standard input.
+bool ListFiles(const std::string& path, std::vector<std::string>* files, LoadResult* result) {
+  if (path == "-") {
+    files->push_back(path);
+    return true;
+  }
   std::error_code ec;
   if (fs::is_directory(path, ec)) {
+    std::vector<fs::path> found;
     for (auto it = fs::recursive_directory_iterator(path, ec);
          !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
       const auto& name = it->path().filename().string();
@@ -35,33 +42,67 @@ LoadResult LoadPath(const std::string& path) {
         continue;
       }
       if (it->is_regular_file() && IsManifest(it->path())) {
-        files.push_back(it->path());
+        found.push_back(it->path());
       }
     }
     if (ec) {
-      result.errors.push_back({path, "cannot read directory: " + ec.message()});
+      result->errors.push_back({path, "cannot read directory: " + ec.message()});
+      result->broken_files.push_back(path);
     }
-    std::sort(files.begin(), files.end());
-  } else if (fs::exists(path, ec)) {
-    files.emplace_back(path);
-  } else {
-    result.errors.push_back({path, "no such file or directory"});
-    return result;
+    std::sort(found.begin(), found.end());
+    for (const auto& f : found) {
+      files->push_back(f.string());
+    }
+    return true;
+  }
+  if (fs::exists(path, ec)) {
+    files->push_back(path);
+    return true;
+  }
+  result->errors.push_back({path, "no such file or directory"});
+  return false;
+}
+
+}  // namespace
+
+LoadResult LoadPaths(const std::vector<std::string>& paths, std::istream* stdin_stream) {
+  LoadResult result;
+  std::vector<std::string> files;
+  for (const auto& p : paths) {
+    ListFiles(p, &files, &result);
   }
   std::map<std::tuple<int, std::string, std::string>, std::string> seen;
   for (const auto& f : files) {
-    std::ifstream in(f, std::ios::binary);
-    if (!in) {
-      result.errors.push_back({f.string(), "cannot read file"});
-      continue;
+    std::stringstream ss;
+    std::string name = f;
+    if (f == "-") {
+      name = "<stdin>";
+      if (stdin_stream == nullptr) {
+        result.errors.push_back({name, "standard input is not available here"});
+        continue;
+      }
+      ss << stdin_stream->rdbuf();
+    } else {
+      std::ifstream in(f, std::ios::binary);
+      if (!in) {
+        result.errors.push_back({f, "cannot read file"});
+        result.broken_files.push_back(f);
+        continue;
+      }
+      ss << in.rdbuf();
     }
     ++result.files;
-    std::stringstream ss;
-    ss << in.rdbuf();
-    auto decoded = api::DecodeDocuments(ss.str(), f.string());
+    auto decoded = api::DecodeDocuments(ss.str(), name);
+    if (!decoded.errors.empty()) {
+      result.broken_files.push_back(name);
+    }
     for (auto& e : decoded.errors) {
       result.errors.push_back(std::move(e));
     }
+    for (auto& w : decoded.warnings) {
+      result.warnings.push_back(std::move(w));
+    }
+    result.ignored += decoded.ignored;
     for (auto& o : decoded.objects) {
       auto key = std::make_tuple(static_cast<int>(o.kind), o.meta.namespace_, o.meta.name);
       auto [it, inserted] = seen.emplace(key, o.origin);
@@ -75,5 +116,7 @@ LoadResult LoadPath(const std::string& path) {
   }
   return result;
 }
+
+LoadResult LoadPath(const std::string& path) { return LoadPaths({path}, nullptr); }
 
 }  // namespace skiff::source
