@@ -1,5 +1,6 @@
 // Golden tests: each directory under tests/golden/ holds input manifests (input.yaml or
-// input/), an optional group.json (role, labels, namespace of the proxy group), and the
+// input/), an optional group.json (role, labels, namespace and capture of the proxy group,
+// and the mesh's outboundTrafficPolicy), and the
 // expected snapshot.json, status.json and load-errors.txt. UPDATE_GOLDEN=1 rewrites the
 // expected files instead of comparing; review the diff.
 #include <google/protobuf/arena.h>
@@ -54,11 +55,19 @@ void RunCase(const fs::path& dir) {
   fs::path input = fs::exists(dir / "input") ? dir / "input" : dir / "input.yaml";
   REQUIRE(fs::exists(input));
   skiff::translate::ProxyGroup group;
+  skiff::translate::MeshConfig mesh;
   group.labels = {{"istio", "ingressgateway"}};
   if (fs::exists(dir / "group.json")) {
     auto j = nlohmann::json::parse(ReadFile(dir / "group.json"));
     group.role = j.value("role", group.role);
     group.namespace_ = j.value("namespace", group.namespace_);
+    group.capture = j.value("capture", false);
+    std::string policy = j.value("outboundTrafficPolicy", "ALLOW_ANY");
+    REQUIRE((policy == "ALLOW_ANY" || policy == "REGISTRY_ONLY"));
+    if (policy == "REGISTRY_ONLY") {
+      mesh.outbound_traffic_policy =
+          skiff::translate::MeshConfig::OutboundTrafficPolicy::kRegistryOnly;
+    }
     if (j.contains("labels")) {
       for (const auto& [key, value] : j["labels"].items()) {
         group.labels[key] = value.get<std::string>();
@@ -76,13 +85,13 @@ void RunCase(const fs::path& dir) {
     }
     errors += text + "\n";
   }
-  skiff::translate::Translator translator(loaded.objects);
+  skiff::translate::Translator translator(loaded.objects, mesh);
   std::string snapshot = SnapshotJson(translator, group, /*on_arena=*/false);
   Check(dir / "snapshot.json", snapshot, update);
   Check(dir / "status.json", skiff::translate::StatusesToJson(translator.Statuses()), update);
   Check(dir / "load-errors.txt", errors, update);
   // Translation is deterministic: a second run gives the same bytes, on an arena too.
-  skiff::translate::Translator again(loaded.objects);
+  skiff::translate::Translator again(loaded.objects, mesh);
   CHECK(SnapshotJson(again, group, /*on_arena=*/true) == snapshot);
 }
 

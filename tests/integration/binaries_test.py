@@ -52,8 +52,9 @@ def test_help_version_flags():
 
 def test_validate_and_translate():
     coolstore = os.path.join(ARGS.examples, "coolstore")
-    r = run(BINARIES["skiffctl"], "validate", "-f", coolstore)
-    check("skiffctl validate examples/coolstore exits 0", r.returncode == 0, r.stdout + r.stderr)
+    r = run(BINARIES["skiffctl"], "validate", "--strict", "-f", coolstore)
+    check("skiffctl validate --strict examples/coolstore (a complete directory) exits 0",
+          r.returncode == 0, r.stdout + r.stderr)
     with tempfile.TemporaryDirectory() as d:
         bad = os.path.join(d, "bad.yaml")
         with open(bad, "w") as f:
@@ -70,6 +71,59 @@ spec:
         check("skiffctl validate on a bad duration exits 1 naming resource and path",
               r.returncode == 1 and "VirtualService shop/catalog" in r.stdout and
               'spec.http[0].retries.perTryTimeout: invalid duration "2x"' in r.stdout, r.stdout)
+        # An Istio-valid file alone: its Service is elsewhere. A warning, as istioctl's;
+        # --strict (a complete directory) makes it an error.
+        alone = os.path.join(d, "alone.yaml")
+        with open(alone, "w") as f:
+            f.write("""apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: catalog, namespace: shop}
+spec:
+  hosts: [catalog]
+  http:
+  - route: [{destination: {host: catalog, subset: v1}}]
+""")
+        r = run(BINARIES["skiffctl"], "validate", "-f", alone)
+        check("skiffctl validate: an unresolved reference is a warning (exit 0)",
+              r.returncode == 0 and "warning: VirtualService shop/catalog: "
+              "spec.http[0].route[0].destination.host:" in r.stdout and
+              r.stdout.strip().endswith("warning(s)"), r.stdout)
+        r = run(BINARIES["skiffctl"], "validate", "--strict", "-f", alone)
+        check("skiffctl validate --strict: an unresolved reference is an error (exit 1)",
+              r.returncode == 1 and "error: VirtualService shop/catalog: "
+              "spec.http[0].route[0].destination.host:" in r.stdout, r.stdout)
+        # Several -f, standard input, a directory searched recursively.
+        sub = os.path.join(d, "nested", "deeper")
+        os.makedirs(sub)
+        svc = os.path.join(sub, "svc.yaml")
+        with open(svc, "w") as f:
+            f.write("apiVersion: v1\nkind: Service\nmetadata: {name: catalog, namespace: shop}\n"
+                    "spec: {ports: [{name: http, port: 80}]}\n")
+        dr = ("apiVersion: networking.istio.io/v1\nkind: DestinationRule\n"
+              "metadata: {name: catalog, namespace: shop}\n"
+              "spec: {host: catalog, subsets: [{name: v1, labels: {version: v1}}]}\n")
+        r = subprocess.run([os.path.join(ARGS.bin_dir, BINARIES["skiffctl"]), "validate", "--strict", "-f", alone, "-f",
+                            os.path.join(d, "nested"), "-f", "-"], input=dr,
+                           capture_output=True, text=True, timeout=30)
+        check("skiffctl validate -f FILE -f DIR -f - resolves references across all of them",
+              r.returncode == 0 and r.stdout.startswith("ok: 3 object(s), 2 of 2 Istio"),
+              r.stdout + r.stderr)
+        r = subprocess.run([os.path.join(ARGS.bin_dir, BINARIES["skiffctl"]), "validate", "-f", "-"],
+                           input="apiVersion: networking.istio.io/v1\nkind: VirtualSevice\n"
+                                 "metadata: {name: typo}\n",
+                           capture_output=True, text=True, timeout=30)
+        check("skiffctl validate: an unknown kind in an Istio group is an error naming the "
+              "document", r.returncode == 1 and
+              '<stdin> document 1: unknown kind "VirtualSevice"' in r.stdout, r.stdout)
+        r = subprocess.run([os.path.join(ARGS.bin_dir, BINARIES["skiffctl"]), "validate", "-f", "-"],
+                           input="apiVersion: networking.istio.io/v1\nkind: ServiceEntry\n"
+                                 "metadata: {name: ext, namespace: shop}\n---\n"
+                                 "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: x}\n",
+                           capture_output=True, text=True, timeout=30)
+        check("skiffctl validate: a ServiceEntry is a warning, and objects skiff ignores count",
+              r.returncode == 0 and "warning: ServiceEntry shop/ext: not served by skiff yet; "
+              "ignored  (<stdin> document 1)" in r.stdout and "ok: 2 object(s)" in r.stdout,
+              r.stdout)
         r = run(BINARIES["skiffctl"], "translate", "--config-dir", coolstore)
         ok = r.returncode == 0
         snap = json.loads(r.stdout) if ok else {}

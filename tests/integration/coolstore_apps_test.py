@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """The coolstore demo apps (examples/coolstore/apps) as real processes on 127.0.0.1: catalog
 v1/v2 (/items, /blowup chaos, /stats, access log, signals) and apigateway (direct, through a
-fake sidecar that records what arrives, catalog down / failing / hanging, tracing headers).
+fake sidecar that records what arrives, catalog down / failing / hanging, tracing headers;
+its stock lookups over gRPC to coolstore-stock).
 Prints 'N passed, N failed' and exits non-zero on failure."""
 import argparse
 import http.client
@@ -192,7 +193,8 @@ def test_flags():
     check("coolstore-catalog bare --version prints the program version",
           r.returncode == 0 and r.stdout.startswith("coolstore-catalog "), r.stdout + r.stderr)
     for flag, value in (("--catalog-url", "ftp://catalog:21"), ("--proxy", "http://127.0.0.1:1/x"),
-                        ("--proxy", "http://127.0.0.1:99999"), ("--timeout", "0s")):
+                        ("--proxy", "http://127.0.0.1:99999"), ("--timeout", "0s"),
+                        ("--stock-address", "stock /x"), ("--stock-address", "")):
         r = subprocess.run([ARGS.apigateway, flag, value], capture_output=True, text=True,
                            timeout=30)
         check(f"coolstore-apigateway {flag} {value} exits 2 naming the flag",
@@ -382,6 +384,42 @@ def test_apigateway_proxy():
         fake.close()
 
 
+def test_apigateway_stock():
+    """GET /api/stock/{itemId}: a gRPC Lookup on coolstore-stock (direct here; through the
+    sidecar in coolstore_test.py and mesh_test.py)."""
+    sport = free_port()
+    stock = Proc("stock", [ARGS.stock, "--port", str(sport), "--service-version", "v7"])
+    proc, port, ok = start_apigateway("http://127.0.0.1:1", "--stock-address",
+                                      f"127.0.0.1:{sport}", "--timeout", "2s")
+    if not ok:
+        return
+    got = None
+    deadline = time.monotonic() + 10
+    for _ in range(100):  # the stock server may still be starting
+        got = request(port, "GET", "/api/stock/item%2042")
+        if got[0] == 200 or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    try:
+        body = json.loads(got[2])
+    except ValueError:
+        body = {}
+    check("apigateway GET /api/stock/ITEM: the stock service's answer over gRPC as JSON, "
+          "with x-stock-version",
+          got[0] == 200 and body.get("itemId") == "item 42" and body.get("version") == "v7" and
+          isinstance(body.get("quantity"), int) and got[1].get("x-stock-version") == "v7", got)
+    for path in ("/api/stock/", "/api/stock/a/b"):
+        check(f"apigateway GET {path} is 404", request(port, "GET", path)[0] == 404)
+    stock.stop()
+    st, hd, body = request(port, "GET", "/api/stock/1")
+    check("apigateway answers 500 'error calling Stock service' with x-grpc-status 14 "
+          "(UNAVAILABLE) when stock is down",
+          st == 500 and body == "error calling Stock service" and hd.get("x-grpc-status") == "14",
+          (st, hd, body))
+    check("apigateway exits 0 on SIGTERM with a gRPC channel open", proc.stop() == 0,
+          proc.stderr())
+
+
 def stop_all():
     for proc in PROCS:
         if proc.p.poll() is None:
@@ -394,6 +432,7 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("--catalog", required=True, help="path of coolstore-catalog")
     p.add_argument("--apigateway", required=True, help="path of coolstore-apigateway")
+    p.add_argument("--stock", required=True, help="path of coolstore-stock")
     ARGS = p.parse_args()
     try:
         test_flags()
@@ -403,6 +442,7 @@ def main():
             test_catalog((c1, port1), (c2, port2))
             test_apigateway_direct((c1, port1))
         test_apigateway_proxy()
+        test_apigateway_stock()
         check("catalog v1 exits 0 on SIGTERM", c1.stop() == 0, c1.stderr())
         check("catalog v2 exits 0 on SIGINT", c2.stop(signal.SIGINT) == 0, c2.stderr())
     finally:

@@ -4,7 +4,9 @@ file-source operator on a copy of examples/coolstore, an ingress gateway and the
 apigateway's sidecar (both skiff-proxy over xDS), coolstore-apigateway and catalog v1/v2.
 
   traffic through the gateway -> chaos 500 at 100% -> chaos 500 at 50% -> apply retries ->
-  failures mostly gone -> dark launch of v2 by header -> 90/10 canary -> mirror -> faults
+  failures mostly gone -> dark launch of v2 by header -> 90/10 canary -> mirror -> faults ->
+  the retry story over gRPC: apigateway's stock lookups (coolstore.v1.Stock, h2c through the
+  sidecar) with chaos UNAVAILABLE at 50%, under Istio's default retries, then 4 retries
 
 Random behaviour is checked with fixed request counts and binomial bounds, never timing
 thresholds. Prints 'N passed, N failed'; exits non-zero on failure."""
@@ -76,6 +78,7 @@ def main():
 def run_story(apps):
     v1 = App(os.path.join(apps, "coolstore-catalog"), "--version=v1")
     v2 = App(os.path.join(apps, "coolstore-catalog"), "--version=v2")
+    stock = App(os.path.join(apps, "coolstore-stock"), "--service-version", "v1")
     sidecar_port = pt.free_port()
     apigw = App(os.path.join(apps, "coolstore-apigateway"), "--proxy",
                 f"http://127.0.0.1:{sidecar_port}")
@@ -87,7 +90,8 @@ def run_story(apps):
             text = open(os.path.join(EXAMPLE, name)).read()
             text = (text.replace("port: 18081", f"port: {apigw.port}")
                     .replace("port: 18082", f"port: {v1.port}")
-                    .replace("port: 18083", f"port: {v2.port}"))
+                    .replace("port: 18083", f"port: {v2.port}")
+                    .replace("port: 18084", f"port: {stock.port}"))
             xt.write(os.path.join(config, name), text)
     vs_file = os.path.join(config, "catalog-virtualservice.yaml")
 
@@ -217,6 +221,65 @@ def run_story(apps):
     delayed = st.get("fault_delays_injected", 0)
     ok, detail = rt.within(delayed, n, 0.5)
     check("delay fault 50%: share of delayed calls within binomial bounds", ok, detail)
+
+    grpc_story(apps, gw_port, stock, sc, config, wait_sidecar)
+
+
+def grpc_story(apps, gw_port, stock, sc, config, wait_sidecar):
+    """8. The retry story over gRPC: apigateway looks stock up with the gRPC C++ library,
+    through its sidecar (h2c, :authority stock.coolstore.svc.cluster.local:9090), which
+    routes to the stock cluster as HTTP/2 (the Service port is named grpc)."""
+    def lookups(n):
+        return rt.run_requests(gw_port, "/api/stock/329299", n, threads=8)
+
+    def set_chaos(spec):
+        r = subprocess.run([os.path.join(apps, "coolstore-stock-client"), "--target",
+                            f"127.0.0.1:{stock.port}", "--set-chaos", spec],
+                           capture_output=True, text=True, timeout=30)
+        return r.returncode == 0, r.stdout + r.stderr
+
+    def body_of(b):
+        try:
+            return json.loads(b)
+        except ValueError:
+            return {}
+
+    res = lookups(50)
+    check("gRPC: gateway -> apigateway -> sidecar (h2c) -> stock v1 answers every lookup",
+          all(s == 200 and h.get("x-stock-version") == "v1" and
+              body_of(b).get("itemId") == "329299" for s, h, b in res), res[:2])
+    ok, out = set_chaos("50:14")
+    check("gRPC: stock's chaos switch set (half the lookups UNAVAILABLE)", ok, out)
+    # Istio's default retries (no VirtualService for stock): 2 retries on unavailable & co.,
+    # so a lookup fails when 3 tries fail: 0.5^3 = 12.5%.
+    n = 1000
+    res = lookups(n)
+    fails = [(s, h.get("x-grpc-status")) for s, h, _ in res if s != 200]
+    ok, detail = rt.within(len(fails), n, 0.5 ** 3)
+    check("gRPC chaos 50% with Istio's default retries: failures consistent with 0.5^3 = 12.5%, "
+          f"each a 500 naming grpc status 14 ({detail})",
+          ok and all(f == (500, "14") for f in fails), (detail, fails[:3]))
+    shutil.copy(os.path.join(ROOT, "examples", "coolstore-scenarios", "8-grpc-retries.yaml"),
+                os.path.join(config, "stock-virtualservice.yaml.tmp"))
+    os.replace(os.path.join(config, "stock-virtualservice.yaml.tmp"),
+               os.path.join(config, "stock-virtualservice.yaml"))
+    check("gRPC retries reach the sidecar", wait_sidecar('"numRetries": 4'))
+    res = lookups(n)
+    fails = sum(1 for s, _, _ in res if s != 200)
+    ok, detail = rt.within(fails, n, 0.5 ** 5)
+    check(f"gRPC retries attempts 4 on unavailable: failures consistent with 0.5^5 = 3.1% "
+          f"({detail})", ok, detail)
+    ok, out = set_chaos("0")
+    check("gRPC: chaos cleared", ok, out)
+    prom = urllib.request.urlopen(f"http://127.0.0.1:{sc.admin}/stats/prometheus",
+                                  timeout=10).read().decode()
+    grpc_lines = [ln for ln in prom.splitlines() if ln.startswith("istio_requests_total{") and
+                  'destination_service="stock.coolstore.svc.cluster.local"' in ln]
+    check('gRPC: the sidecar reports the stock calls with request_protocol="grpc" and '
+          'grpc_response_status 0 and 14',
+          grpc_lines and all('request_protocol="grpc"' in ln for ln in grpc_lines) and
+          all(any(f'grpc_response_status="{c}"' in ln for ln in grpc_lines) for c in ("0", "14")),
+          grpc_lines[:4])
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Observability with real components, on 127.0.0.1: Debian's Prometheus scrapes the
-ingress gateway, and the queries of Istio's service dashboard return what a known request
-mix implies; a real Zipkin server (from Maven Central, tests/observability/zipkin.sh)
+ingress gateway, and the queries of Istio's Service, Mesh and Workload dashboards return what
+a known request mix implies; a real Zipkin server (from Maven Central, tests/observability/zipkin.sh)
 receives the spans of one request through gateway -> apigateway's sidecar -> catalog with
 one trace id and correct parent links.
 
@@ -84,7 +84,9 @@ class Zipkin:
                    COLLECTOR_SCRIBE_ENABLED="false", QUERY_LOG_LEVEL="WARN")
         self.proc = subprocess.Popen(
             ["java", "-Xms64m", "-Xmx256m", "-XX:+UseSerialGC", "-jar", jar,
-             "--server.address=127.0.0.1", f"--server.port={self.port}"],
+             # Zipkin's server is Armeria's: its port list says where to listen.
+             "--armeria.ports[0].ip=127.0.0.1", f"--armeria.ports[0].port={self.port}",
+             "--armeria.ports[0].protocols[0]=http"],
             stdout=self.log, stderr=subprocess.STDOUT, env=env)
         pt.PROCS.append(self.proc)
         if not wait_http(f"http://127.0.0.1:{self.port}/health", timeout=120):
@@ -130,6 +132,17 @@ scrape_configs:
         if not res:
             return None
         return float(res[0]["value"][1])
+
+    def query_all(self, q):
+        """[(labels, value)] of an instant query; NaN values left out."""
+        url = f"http://127.0.0.1:{self.port}/api/v1/query?" + urllib.parse.urlencode({"query": q})
+        doc = json.loads(get(url))
+        out = []
+        for r in doc.get("data", {}).get("result", []):
+            v = float(r["value"][1])
+            if v == v:
+                out.append((r["metric"], v))
+        return out
 
     def targets_up(self):
         doc = json.loads(get(f"http://127.0.0.1:{self.port}/api/v1/targets"))
@@ -271,7 +284,25 @@ def run(apps):
                  f'sum(irate(istio_requests_total{{{sel}}}[1m]))')
     q = ('histogram_quantile({p}, sum(irate(istio_request_duration_milliseconds_bucket'
          '{{' + sel + ',response_flags{op}"DI"}}[1m])) by (le))')
+    # Istio's Mesh dashboard (global volume, success rate, 5xx, the workloads table) and
+    # Workload dashboard (the apigateway workload's inbound requests, the gateway's outbound
+    # requests by service), written from what those panels query.
+    mesh_volume_q = 'round(sum(irate(istio_requests_total{reporter="source"}[1m])), 0.001)'
+    mesh_success_q = ('sum(rate(istio_requests_total{reporter="source",response_code!~"5.*"}[1m]))'
+                      ' / sum(rate(istio_requests_total{reporter="source"}[1m]))')
+    mesh_5xx_q = 'sum(irate(istio_requests_total{reporter="source",response_code=~"5.*"}[1m]))'
+    mesh_table_q = ('sum(rate(istio_requests_total{reporter="source",response_code="200"}[1m])) '
+                    'by (destination_workload, destination_workload_namespace, destination_service)')
+    mesh_p50_q = ('histogram_quantile(0.50, sum(rate(istio_request_duration_milliseconds_bucket'
+                  '{reporter="source"}[1m])) by (le, destination_workload, '
+                  'destination_workload_namespace))')
+    wl_in_q = ('round(sum(irate(istio_requests_total{reporter="source",destination_workload_namespace='
+               '"coolstore",destination_workload="apigateway-v1"}[1m])), 0.001)')
+    wl_out_q = ('round(sum(irate(istio_requests_total{reporter="source",source_workload='
+                '"istio-ingressgateway",source_workload_namespace="default"}[1m])) '
+                'by (destination_service), 0.001)')
     volume = success = p50_slow = p99_slow = p50_fast = None
+    mesh = {}
     time.sleep(6)
     deadline = time.time() + 40
     while time.time() < deadline:
@@ -281,9 +312,14 @@ def run(apps):
             p50_slow = prom.query(q.format(p="0.50", op="="))
             p99_slow = prom.query(q.format(p="0.99", op="="))
             p50_fast = prom.query(q.format(p="0.50", op="!="))
+            mesh = {"volume": prom.query(mesh_volume_q), "success": prom.query(mesh_success_q),
+                    "5xx": prom.query(mesh_5xx_q), "table": prom.query_all(mesh_table_q),
+                    "p50": prom.query_all(mesh_p50_q), "wl_in": prom.query(wl_in_q),
+                    "wl_out": prom.query_all(wl_out_q)}
         except OSError:
             pass
-        if None not in (volume, success, p50_slow, p99_slow, p50_fast):
+        if None not in (volume, success, p50_slow, p99_slow, p50_fast) and \
+                None not in mesh.values() and mesh["table"] and mesh["p50"] and mesh["wl_out"]:
             break
         time.sleep(1)
     elapsed = time.time() - start
@@ -306,6 +342,32 @@ def run(apps):
           250 <= p99_slow <= 500, (p50_slow, p99_slow))
     check("P50 of the other requests is far below the delay",
           p50_fast is not None and p50_fast < 250, p50_fast)
+    # All of this gateway's traffic goes to apigateway, so the mesh-wide numbers are its.
+    check("Mesh dashboard: global request volume is the rate the clients sent",
+          mesh.get("volume") is not None and 0.5 * client_rate <= mesh["volume"] <= 2 * client_rate,
+          (mesh.get("volume"), client_rate))
+    check("Mesh dashboard: global success rate matches the mix",
+          mesh.get("success") is not None and abs(mesh["success"] - expected_success) < 0.05,
+          (mesh.get("success"), expected_success))
+    fail_rate = client_rate * sent["fail"] / max(1, sum(sent.values()))
+    check("Mesh dashboard: 5xx per second is the failing share of the rate",
+          mesh.get("5xx") is not None and 0.5 * fail_rate <= mesh["5xx"] <= 2 * fail_rate,
+          (mesh.get("5xx"), fail_rate))
+    table = {(m.get("destination_workload"), m.get("destination_workload_namespace"),
+              m.get("destination_service")) for m, _ in mesh.get("table") or []}
+    check("Mesh dashboard: the workloads table has apigateway-v1.coolstore",
+          ("apigateway-v1", "coolstore", "apigateway.coolstore.svc.cluster.local") in table, table)
+    check("Mesh dashboard: a P50 per destination workload",
+          any(m.get("destination_workload") == "apigateway-v1" and v > 0
+              for m, v in mesh.get("p50") or []), mesh.get("p50"))
+    check("Workload dashboard: apigateway-v1's inbound volume is the service's",
+          mesh.get("wl_in") is not None and volume is not None and
+          0.5 * volume <= mesh["wl_in"] <= 2 * volume, (mesh.get("wl_in"), volume))
+    out = {m.get("destination_service"): v for m, v in mesh.get("wl_out") or []}
+    check("Workload dashboard: the gateway's outbound requests, by destination service",
+          list(out) == ["apigateway.coolstore.svc.cluster.local"] and
+          0.5 * client_rate <= out["apigateway.coolstore.svc.cluster.local"] <= 2 * client_rate,
+          (out, client_rate))
 
 
 if __name__ == "__main__":

@@ -353,6 +353,8 @@ def t_actions_and_headers(up):
         {"match": {"uri": {"prefix": "/old"}},
          "redirect": {"uri": "/new", "authority": "new.example.com", "responseCode": 308}},
         {"match": {"uri": {"exact": "/healthz"}}, "directResponse": {"status": 200, "body": "ok"}},
+        {"match": {"uri": {"prefix": "/legacy/"}},
+         "redirect": {"prefixRewrite": "/v2/", "responseCode": 302}},
         route([to("a")], match={"uri": {"prefix": "/api/v1/"}},
               **{"route": {"clusters": [to("a")], "rewrite": {"uri": "/", "authority": "backend.internal"}}}),
         route([to("a", headers={"request": {"set": [{"name": "x-dest", "value": "a"}]},
@@ -371,6 +373,9 @@ def t_actions_and_headers(up):
               (s, h))
         s, h, b = http_get(p.port, "/healthz")
         check("direct response", s == 200 and b == b"ok", (s, b))
+        s, h, b = http_get(p.port, "/legacy/items/7?page=2", host="shop.example.com")
+        check("redirect: prefixRewrite swaps the matched prefix, keeps the rest and the query",
+              s == 302 and h.get("location") == "http://shop.example.com/v2/items/7?page=2", (s, h))
         s, h, b = http_get(p.port, "/api/v1/items?x=1", host="shop.example.com")
         info = json.loads(b)
         hdrs = dict(info["headers"])
@@ -734,6 +739,20 @@ def t_timeouts_and_pools(up):
         c = raw(p.port, b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n")
         recv_response(c)
         check("idle client connections are closed after --idle-timeout", closed_by_peer(c, timeout=5))
+        c.close()
+        # The client's last request (Connection: close), read whole: the proxy closes at once
+        # rather than half-closing and waiting (up to 2 s) for the client's FIN.
+        c = raw(p.port, b"GET /x HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        st, _, _ = recv_response(c)
+        eof = closed_by_peer(c, timeout=5)
+        deadline = time.time() + 1.5
+        active = p.stats()["downstream_cx_active"]
+        while active != 0 and time.time() < deadline:
+            time.sleep(0.02)
+            active = p.stats()["downstream_cx_active"]
+        check("Connection: close -> the response, then the proxy closes without waiting for the "
+              "client (no connection left while the client keeps its socket)",
+              st == 200 and eof and active == 0, (st, eof, active))
         c.close()
         # Pools survive a config swap when the endpoint is unchanged.
         for _ in range(3):

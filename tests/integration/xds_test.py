@@ -172,7 +172,7 @@ def scenario(up, delta):
                  p1.logs()[-1500:])
         st = op.status()
         pt.check(f"{mode}: proxy-status shows both proxies SYNCED",
-                 st.count("SYNCED") == 8 and f"gw-{mode}-1" in st and f"gw-{mode}-2" in st, st)
+                 st.count("SYNCED") == 10 and f"gw-{mode}-1" in st and f"gw-{mode}-2" in st, st)
         translations = op.metric("skiff_operator_translations_total")
         write(os.path.join(cfg, "gateway.yaml"), gateway_yaml("svc-b"))
         pt.check(f"{mode}: editing the YAML switches the served route",
@@ -220,7 +220,7 @@ def scenario(up, delta):
         write(os.path.join(cfg, "gateway.yaml"), gateway_yaml("svc-a"))
         pt.check(f"{mode}: a fixed config is accepted again",
                  wait_for(lambda: who(p1.port), "a") and
-                 wait_for(lambda: op.status().count("SYNCED") == 8, True), op.status())
+                 wait_for(lambda: op.status().count("SYNCED") == 10, True), op.status())
 
         # A broken YAML file is reported and the rest keeps working.
         write(os.path.join(cfg, "broken.yaml"), "apiVersion: v1\nkind: Service\nmetadata: {name: [\n")

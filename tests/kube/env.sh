@@ -131,9 +131,30 @@ stop_one() {  # stop_one NAME DIR
   log "stopped $name ($pid)"
 }
 
+# started NAME DIR -> 0 while the process this script just started for NAME runs. Not
+# alive(): between fork and exec the child still has this script's command line, which does
+# not name the binary, and on a loaded machine that window is long enough to be taken for
+# an exit (the server then started fine, orphaned). The pid is our own child's, just
+# recorded ($!), so it cannot have been reused.
+started() {
+  local pid
+  pid="$(cat "$2/$1.pid" 2>/dev/null)" || return 1
+  [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 1
+  [ "$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null)" != Z ]
+}
+
 fail_start() {  # fail_start NAME DIR MESSAGE
   log "$3; last lines of $2/logs/$1.log:"
   tail -n 30 "$2/logs/$1.log" >&2 || true
+  # Never leave a half-started server behind (our own child, by its pid).
+  local pid i
+  if started "$1" "$2"; then
+    pid="$(cat "$2/$1.pid")"
+    kill -TERM "$pid" 2>/dev/null || true
+    for ((i = 0; i < 50; i++)); do started "$1" "$2" || break; sleep 0.1; done
+    kill -KILL "$pid" 2>/dev/null || true
+  fi
+  rm -f "$2/$1.pid"
   die "$1 did not start"
 }
 
@@ -235,7 +256,7 @@ start_etcd() {
     </dev/null >>"$dir/logs/etcd.log" 2>&1 &
   echo $! >"$dir/etcd.pid"
   for ((i = 0; i < START_TIMEOUT * 4; i++)); do
-    alive etcd "$dir" || fail_start etcd "$dir" "etcd exited"
+    started etcd "$dir" || fail_start etcd "$dir" "etcd exited"
     if curl -sf --max-time 2 "$client/health" 2>/dev/null | grep -q '"health":"true"'; then
       log "etcd ready on $client (pid $(cat "$dir/etcd.pid"))"
       return 0
@@ -276,7 +297,7 @@ start_apiserver() {
   write_kubeconfig "$dir" "$APISERVER_PORT"
   local t0=$SECONDS
   for ((i = 0; i < START_TIMEOUT * 4; i++)); do
-    alive kube-apiserver "$dir" || fail_start kube-apiserver "$dir" "kube-apiserver exited"
+    started kube-apiserver "$dir" || fail_start kube-apiserver "$dir" "kube-apiserver exited"
     if [ "$(kubectl --kubeconfig "$dir/kubeconfig" --request-timeout=3s get --raw /readyz 2>/dev/null)" = ok ]; then
       log "kube-apiserver $KUBE_VERSION ready on https://127.0.0.1:$APISERVER_PORT" \
           "(pid $(cat "$dir/kube-apiserver.pid"), $((SECONDS - t0)) s)"

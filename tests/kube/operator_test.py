@@ -89,7 +89,8 @@ class KubeOperator(xt.Operator):
              "--xds-address", "127.0.0.1", "--xds-port", str(self.port),
              "--metrics-address", "127.0.0.1", "--metrics-port", str(self.metrics),
              "--holdoff", "0s", "--identity", self.identity,
-             "--leader-election-namespace", "default", *self.extra],
+             "--leader-election-namespace", "default",
+             *([] if "--webhook-port" in self.extra else ["--webhook-port", "0"]), *self.extra],
             stdout=self.log, stderr=subprocess.STDOUT, env=self.env)
         pt.PROCS.append(self.proc)
         if not pt.wait_port(self.port) or not pt.wait_port(self.metrics):
@@ -294,6 +295,27 @@ spec:
           "regex" in ev[0]["message"], ev)
     check("the valid VirtualService keeps working", who(gw.port, "/store/a") == "catalog-v1")
 
+    # An update that passes the CRD schema but not skiff's validation: the last valid
+    # version keeps serving, the status says why (field path) and that it is kept.
+    kube.apply(istio(ns, v1_prefix="/store").replace("prefix: /store", 'regex: "(/store"'))
+    cs = wait_until(lambda: [c for c in conditions(kube, ns, "vs", "catalog")
+                             if c["type"] == "Accepted" and c["status"] == "False"], 20)
+    check("an invalid update keeps serving the last valid version; its status says why",
+          bool(cs) and "spec.http[1].match[0].uri.regex" in cs[0]["message"] and
+          "still served" in cs[0]["message"] and cs[0].get("observedGeneration") == 3 and
+          all(who(gw.port, "/store/items") == "catalog-v1" for _ in range(5)),
+          (cs, who(gw.port, "/store/items")))
+    r = subprocess.run([os.path.join(ARGS.bin_dir, "cli/skiffctl"), "status", "--operator",
+                        f"127.0.0.1:{op.port}"], capture_output=True, text=True, timeout=30)
+    check("skiffctl status on the Kubernetes source shows the error and the version served",
+          r.returncode == 1 and "VirtualService shop/catalog: INVALID" in r.stdout and
+          "spec.http[1].match[0].uri.regex" in r.stdout and
+          "serving its last valid version" in r.stdout, r.stdout + r.stderr)
+    kube.apply(istio(ns, v1_prefix="/store"))
+    check("... and the fixed version is accepted again", wait_until(
+        lambda: [c for c in conditions(kube, ns, "vs", "catalog")
+                 if c["type"] == "Accepted" and c["status"] == "True"], 20))
+
     # Delete -> route removed.
     kube.kubectl("delete", "virtualservice", "catalog", "-n", ns)
     check("delete removes the routes", wait_until(lambda: who(gw.port, "/store/a") == 404, 20))
@@ -355,7 +377,10 @@ spec:
     env = dict(os.environ, KUBERNETES_SERVICE_HOST="127.0.0.1", KUBERNETES_SERVICE_PORT=port,
                SKIFF_SERVICEACCOUNT_DIR=sa)
     env.pop("KUBECONFIG", None)
-    op3 = KubeOperator(["--leader-election-namespace", "skiff-system"], env=env, identity="op-3")
+    op3 = KubeOperator(["--leader-election-namespace", "skiff-system",
+                        "--secret-namespaces", "skiff-system",  # as manifests/operator.yaml
+                        "--webhook-port", str(pt.free_port()), "--webhook-address", "127.0.0.1"],
+                       env=env, identity="op-3")
     gw3 = xt.XdsProxy(op3.port, "gw-kube-3", "--role", "gateway", *MAP)
     kube.apply(bad.replace("broken", "broken3"))
     check("in-cluster config with the ServiceAccount token: lists, serves and writes status",
@@ -363,6 +388,10 @@ spec:
           wait_until(lambda: [c for c in conditions(kube, ns, "vs", "broken3")
                               if c["status"] == "False"], 30) and
           "in-cluster" in op3.logs(), op3.logs()[-2000:])
+    check("in-cluster with the manifests' RBAC: the webhook's certificates go into its Secret",
+          wait_until(lambda: kube.kubectl("get", "secret", "skiff-webhook-certs", "-n",
+                                          "skiff-system", check_rc=False).returncode == 0, 30),
+          op3.logs()[-2000:])
     op3.stop()
     kube.kubectl("delete", "clusterrolebinding", "skiff-operator")
     op4 = KubeOperator(["--leader-election-namespace", "skiff-system"], env=env, identity="op-4")

@@ -1,6 +1,9 @@
 #include "operator/api/decode.h"
 
 #include <catch2/catch.hpp>
+#include <chrono>
+
+#include "common/strings.h"
 
 using skiff::api::DecodeDocuments;
 using skiff::api::Kind;
@@ -150,11 +153,11 @@ Object ViaYaml(const std::string& text) {
 
 TEST_CASE("JSON documents decode exactly as the YAML parser would decode them") {
   // Numbers at the edges (beyond int64, floats that are integers, negative zero), unicode
-  // escapes, a duplicate key, deep unknown fields: the fast path must not differ.
+  // escapes, deep unknown fields: the fast path must not differ.
   std::string json = R"({"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
     "metadata": {"name": "catalog", "namespace": "shop", "generation": 18446744073709551615,
                  "labels": {"app": "caf\u00e9"}},
-    "spec": {"hosts": ["catalog"], "hosts": ["catalog", "catalog.example.com"],
+    "spec": {"hosts": ["catalog", "catalog.example.com"],
       "x-extra": [[[[{"deep": [1, 2.5, -0, 1e2, -9223372036854775809, true, null]}]]]],
       "http": [{"route": [{"destination": {"host": "catalog", "port": {"number": 8.0e1}},
                            "weight": 1e2},
@@ -188,4 +191,209 @@ TEST_CASE("documents that only look like JSON still decode as YAML, errors inclu
   }
   CHECK(!yaml_error.empty());
   CHECK(r.errors[0].text == yaml_error);
+}
+
+TEST_CASE("a YAML alias bomb is refused within milliseconds, the other documents load") {
+  // Nine levels of ten aliases: 10^9 nodes if expanded.
+  std::string bomb = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: lol}\ndata:\n";
+  bomb += "  a0: &a0 [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\n";
+  for (int i = 1; i <= 9; ++i) {
+    std::string prev = "*a" + std::to_string(i - 1);
+    bomb += "  a" + std::to_string(i) + ": &a" + std::to_string(i) + " [";
+    for (int k = 0; k < 10; ++k) {
+      bomb += (k ? "," : "") + prev;
+    }
+    bomb += "]\n";
+  }
+  std::string text = bomb + "---\napiVersion: v1\nkind: Service\nmetadata: {name: ok}\n";
+  auto started = std::chrono::steady_clock::now();
+  auto r = DecodeDocuments(text, "bomb.yaml");
+  auto took = std::chrono::steady_clock::now() - started;
+  REQUIRE(r.errors.size() == 1);
+  CHECK(r.errors[0].origin == "bomb.yaml document 1");
+  CHECK(r.errors[0].text.find("aliases expand to more than") != std::string::npos);
+  CHECK(r.errors[0].text.rfind("line ", 0) == 0);
+  REQUIRE(r.objects.size() == 1);
+  CHECK(r.objects[0].meta.name == "ok");
+  // Not a timing assertion on the test machine's speed: expanding the bomb would take
+  // minutes and tens of GB; refusing it takes a bounded amount of work.
+  CHECK(took < std::chrono::seconds(5));
+}
+
+TEST_CASE("aliases within the budget are expanded") {
+  auto o = One(R"(apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: catalog}
+spec:
+  hosts: [catalog]
+  http:
+  - route: &to-catalog
+    - destination: {host: catalog}
+    match: [{uri: {prefix: /a}}]
+  - route: *to-catalog
+)");
+  CHECK(o.Valid());
+  const auto& vs = o.As<skiff::api::VirtualService>();
+  REQUIRE(vs.http.size() == 2);
+  CHECK(vs.http[1].route.size() == 1);
+  CHECK(vs.http[1].route[0].destination.host == "catalog");
+}
+
+TEST_CASE("a key twice in one mapping is an error naming the key and both lines") {
+  auto r = DecodeDocuments(R"(apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: catalog}
+spec:
+  hosts: [catalog]
+  http:
+  - route:
+    - destination: {host: catalog}
+    route:
+    - destination: {host: other}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: fine}
+)",
+                           "dup.yaml");
+  REQUIRE(r.errors.size() == 1);
+  CHECK(r.errors[0].Format() ==
+        "dup.yaml document 1: line 9, column 5: duplicate key \"route\" in a mapping (first at "
+        "line 7)");
+  REQUIRE(r.objects.size() == 1);
+  CHECK(r.objects[0].meta.name == "fine");
+  // The same key in different mappings is fine, and so is JSON; a duplicate in JSON is
+  // reported the same way (with its line).
+  auto j = DecodeDocuments(
+      "{\"apiVersion\": \"v1\", \"kind\": \"Service\",\n \"metadata\": {\"name\": \"a\"},\n"
+      " \"kind\": \"Service\"}\n",
+      "dup.json");
+  REQUIRE(j.errors.size() == 1);
+  CHECK(j.errors[0].text.find("duplicate key \"kind\"") != std::string::npos);
+  CHECK(j.errors[0].text.rfind("line 3,", 0) == 0);
+}
+
+TEST_CASE("invalid UTF-8 in a string is an error with the field path") {
+  auto r = DecodeDocuments(
+      "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: catalog}\n"
+      "spec:\n  hosts: [catalog]\n  http:\n  - name: \"caf\xc3\"\n    route:\n"
+      "    - destination: {host: catalog}\n      headers: {request: {set: {x-\xff: a}}}\n---\n"
+      "apiVersion: v1\nkind: Service\nmetadata: {name: fine}\n",
+      "utf8.yaml");
+  REQUIRE(r.errors.empty());
+  REQUIRE(r.objects.size() == 2);
+  const Object& vs = r.objects[0];
+  CHECK(!vs.Valid());
+  auto errors = Errors(vs);
+  REQUIRE(errors.size() >= 2);
+  CHECK(errors[0] == "spec.http[0].name: invalid UTF-8 in a string (byte 0xc3 at offset 3)");
+  CHECK(errors[1] ==
+        "spec.http[0].route[0].headers.request.set.x-\xef\xbf\xbd: invalid UTF-8 in a field name "
+        "(byte 0xff at offset 2)");
+  // What the object shows is valid UTF-8 (so that status and logs can carry it).
+  CHECK(vs.As<skiff::api::VirtualService>().http[0].name == "caf\xef\xbf\xbd");
+  for (const auto& m : vs.messages) {
+    CHECK(skiff::IsValidUtf8(m.Format()));
+  }
+  CHECK(r.objects[1].Valid());
+}
+
+TEST_CASE("Istio kinds skiff does not serve are warnings - unknown kinds and versions errors") {
+  auto r = DecodeDocuments(R"(apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: google, namespace: shop}
+spec: {hosts: [www.google.com]}
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: deny}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualSevice
+metadata: {name: typo}
+---
+apiVersion: networking.istio.io/v2
+kind: VirtualService
+metadata: {name: future}
+---
+apiVersion: v1
+kind: Servce
+metadata: {name: typo}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: app}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: cm}
+)",
+                           "kinds.yaml");
+  REQUIRE(r.warnings.size() == 2);
+  CHECK(r.warnings[0].Format() ==
+        "kinds.yaml document 1: ServiceEntry shop/google: not served by skiff yet; ignored");
+  CHECK(r.warnings[1].Format() ==
+        "kinds.yaml document 2: AuthorizationPolicy default/deny: not served by skiff yet; "
+        "ignored");
+  REQUIRE(r.errors.size() == 3);
+  CHECK(r.errors[0].Format() ==
+        "kinds.yaml document 3: unknown kind \"VirtualSevice\" in networking.istio.io/v1 (did "
+        "you mean VirtualService?)");
+  CHECK(r.errors[1].Format() ==
+        "kinds.yaml document 4: unknown apiVersion \"networking.istio.io/v2\" for kind "
+        "\"VirtualService\" (networking.istio.io has networking.istio.io/v1, "
+        "networking.istio.io/v1beta1, networking.istio.io/v1alpha3)");
+  CHECK(r.errors[2].Format() ==
+        "kinds.yaml document 5: unknown kind \"Servce\" in v1 (did you mean Service?)");
+  CHECK(r.objects.empty());
+  CHECK(r.ignored == 4);
+}
+
+TEST_CASE("a direct response body over 1 MiB is an error, over 100 KiB a warning") {
+  auto vs = [](size_t size) {
+    return One(
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: big}\n"
+        "spec:\n  hosts: [big.example.com]\n  http:\n  - directResponse:\n"
+        "      status: 200\n      body: {string: \"" +
+        std::string(size, 'a') + "\"}\n");
+  };
+  auto at_limit = vs(1024 * 1024);
+  CHECK(at_limit.Valid());
+  REQUIRE(at_limit.messages.size() == 1);
+  CHECK(at_limit.messages[0].level == skiff::api::Message::Level::kWarning);
+  CHECK(at_limit.messages[0].path == "spec.http[0].directResponse.body.string");
+  auto over = vs(1024 * 1024 + 1);
+  CHECK(Errors(over) == std::vector<std::string>{
+                            "spec.http[0].directResponse.body.string: a direct response body must "
+                            "be at most 1 MiB (it is 1048577 bytes)"});
+  CHECK(vs(100 * 1024).messages.empty());
+}
+
+TEST_CASE("weights are int32 as Istio's and sum in 64 bits") {
+  auto vs = [](const std::string& w1, const std::string& w2) {
+    return One(
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: w}\n"
+        "spec:\n  hosts: [w.example.com]\n  http:\n  - route:\n"
+        "    - {destination: {host: a}, weight: " +
+        w1 + "}\n    - {destination: {host: b}, weight: " + w2 + "}\n");
+  };
+  CHECK(vs("2147483647", "2147483647").Valid());  // their sum overflows int32, not int64
+  CHECK(Errors(vs("2147483648", "1")) ==
+        std::vector<std::string>{
+            "spec.http[0].route[0].weight: weight must be at most 2147483647 (got 2147483648)"});
+  CHECK(Errors(vs("-1", "1")) ==
+        std::vector<std::string>{
+            "spec.http[0].route[0].weight: weight must not be negative (got -1)"});
+  CHECK(!vs("0", "0").Valid());
+}
+
+TEST_CASE("messages escape control characters from the input") {
+  auto o =
+      One("apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: crlf}\n"
+          "spec:\n  hosts: [crlf.example.com]\n  http:\n  - rewrite: {uri: \"/a\\r\\nX: 1\"}\n"
+          "    route: [{destination: {host: a}}]\n    headers: {request: {set: {\"x\\nb\": v}}}\n");
+  auto errors = Errors(o);
+  REQUIRE(errors.size() == 2);
+  CHECK(errors[0] == "spec.http[0].rewrite.uri: must not contain CR, LF or NUL");
+  CHECK(errors[1] == "spec.http[0].headers.request.set.x\\nb: invalid header name \"x\\nb\"");
 }

@@ -205,7 +205,7 @@ TEST_CASE("xds: delta sends what changed, an ACK syncs, a NACK is not re-sent") 
   ctx.TryCancel();
 }
 
-TEST_CASE("xds: streams of one group share one snapshot; Shutdown ends open streams") {
+TEST_CASE("xds: streams of one group share one snapshot - Shutdown ends open streams") {
   Fixture f;
   auto stub = skiff::v1::AggregatedDiscoveryService::NewStub(f.channel);
   grpc::ClientContext ctx1;
@@ -236,4 +236,22 @@ TEST_CASE("xds: streams of one group share one snapshot; Shutdown ends open stre
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
   CHECK(f.server.metrics().connected.load() == 0);
+}
+
+TEST_CASE("xds: a sidecar's interception mode is part of its group") {
+  skiff::v1::Node node;
+  node.set_role("sidecar");
+  node.set_namespace_("shop");
+  (*node.mutable_labels())["app"] = "catalog";
+  auto plain = skiff::xds::GroupOf(node);
+  CHECK_FALSE(plain.capture);
+  node.set_interception_mode("REDIRECT");
+  auto captured = skiff::xds::GroupOf(node);
+  CHECK(captured.capture);
+  CHECK_FALSE(captured == plain);  // a separate snapshot: with capture and 15006
+  node.set_interception_mode("NONE");
+  CHECK_FALSE(skiff::xds::GroupOf(node).capture);
+  node.set_role("gateway");
+  node.set_interception_mode("REDIRECT");
+  CHECK_FALSE(skiff::xds::GroupOf(node).capture);  // gateways are never captured
 }

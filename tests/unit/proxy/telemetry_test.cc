@@ -58,6 +58,26 @@ TEST_CASE("worker metrics: one series per label set, summed at render") {
   CHECK(out.find("connection_security_policy=\"unknown\",le=\"1000\"} 3\n") != std::string::npos);
 }
 
+TEST_CASE("worker metrics: gRPC requests by their grpc-status") {
+  WorkerMetrics a(SourceLabels({"istio-ingressgateway", "istio-system", "", ""}));
+  std::string dest = DestinationLabels(nullptr, nullptr);
+  a.Record(dest, 200, "-", 1.0, 10, 20, false, true, 0);
+  a.Record(dest, 200, "-", 1.0, 10, 20, false, true, 14);
+  a.Record(dest, 200, "-", 1.0, 10, 20, false, true, 14);
+  a.Record(dest, 200, "-", 1.0, 10, 20, false, false, -1);
+  std::string out;
+  RenderIstioMetrics({&a}, &out);
+  CHECK(out.find("request_protocol=\"grpc\",response_code=\"200\",grpc_response_status=\"14\","
+                 "response_flags=\"-\",connection_security_policy=\"unknown\"} 2\n") !=
+        std::string::npos);
+  CHECK(out.find("request_protocol=\"grpc\",response_code=\"200\",grpc_response_status=\"0\","
+                 "response_flags=\"-\",connection_security_policy=\"unknown\"} 1\n") !=
+        std::string::npos);
+  CHECK(out.find("request_protocol=\"http\",response_code=\"200\",grpc_response_status=\"\","
+                 "response_flags=\"-\",connection_security_policy=\"unknown\"} 1\n") !=
+        std::string::npos);
+}
+
 TEST_CASE("trace context: W3C, B3 single and multi, sampling decisions") {
   uint64_t n = 0;
   auto rnd = [&n] { return ++n * 0x9E3779B97F4A7C15ULL; };

@@ -1,4 +1,6 @@
 #include <catch2/catch.hpp>
+#include <future>
+#include <thread>
 
 #include "proxy/net/event_loop.h"
 
@@ -69,4 +71,21 @@ TEST_CASE("a timer callback may re-arm itself") {
     wheel.Advance(now);
   }
   CHECK(fired == 3);
+}
+
+TEST_CASE("event loop: a Stop() that comes before Run() still stops it") {
+  skiff::net::EventLoop loop;
+  loop.Stop();
+  std::promise<void> done;
+  auto finished = done.get_future();
+  std::thread t([&] {
+    loop.Run();
+    done.set_value();
+  });
+  bool stopped = finished.wait_for(std::chrono::seconds(10)) == std::future_status::ready;
+  if (!stopped) {
+    loop.Stop();  // unblock the thread so the test can fail instead of hanging
+  }
+  t.join();
+  CHECK(stopped);
 }

@@ -1,0 +1,366 @@
+#!/usr/bin/env python3
+"""HTTP/2 and gRPC through skiff-proxy with real clients on 127.0.0.1: h2spec against the h2c
+listener, nghttp and h2load, curl over HTTP/2 to an HTTP/1 upstream, the gRPC C++ library
+(coolstore-stock and its client) through an HTTP/2 cluster with chaos and retryOn
+unavailable, abort.grpcStatus faults and local replies as gRPC errors, grpc-status in
+Istio's metrics, a rapid-reset flood, and 1,000 concurrent streams on one connection to a
+slow upstream within a memory bound. Prints 'N passed, N failed'."""
+import argparse
+import json
+import os
+import re
+import shutil
+import socket
+import struct
+import subprocess
+import sys
+import time
+import traceback
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+import proxy_test as pt  # noqa: E402
+from proxy_test import (Proxy, check, cluster_name, free_port, http_get, route,  # noqa: E402
+                        snapshot, start_upstream, to, wait_port)
+
+TOOLS = os.path.expanduser("~/.cache/skiff/tools/bin")
+MEMORY_FACTOR = 1
+
+
+def h2spec_binary():
+    """h2spec from the Go module proxy, built once into ~/.cache/skiff/tools/bin."""
+    path = os.path.join(TOOLS, "h2spec")
+    if os.path.exists(path):
+        return path
+    if shutil.which("go") is None:
+        return None
+    os.makedirs(TOOLS, exist_ok=True)
+    env = dict(os.environ, GOBIN=TOOLS, GOTOOLCHAIN="local")
+    r = subprocess.run(["go", "install", "github.com/summerwind/h2spec/cmd/h2spec@v2.6.0"],
+                       env=env, capture_output=True, text=True, timeout=1200)
+    if r.returncode != 0:
+        r = subprocess.run(["go", "install", "github.com/summerwind/h2spec/cmd/h2spec@latest"],
+                           env=env, capture_output=True, text=True, timeout=1200)
+    return path if os.path.exists(path) else None
+
+
+def grpcurl_binary():
+    """grpcurl from the Go module proxy, built once into ~/.cache/skiff/tools/bin."""
+    path = os.path.join(TOOLS, "grpcurl")
+    if os.path.exists(path):
+        return path
+    if shutil.which("go") is None:
+        return None
+    os.makedirs(TOOLS, exist_ok=True)
+    env = dict(os.environ, GOBIN=TOOLS, GOTOOLCHAIN="local")
+    subprocess.run(["go", "install", "github.com/fullstorydev/grpcurl/cmd/grpcurl@latest"],
+                   env=env, capture_output=True, text=True, timeout=1200)
+    return path if os.path.exists(path) else None
+
+
+def rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def app(name):
+    return os.path.join(pt.ARGS.bin_dir, "examples/coolstore/apps", name)
+
+
+def start_stock():
+    port = free_port()
+    log = open(os.path.join(os.environ.get("TMPDIR", "/tmp"), f"skiff-stock-{port}.log"), "w")
+    p = subprocess.Popen([app("coolstore-stock"), "--port", str(port), "--service-version", "v1"],
+                         stdout=log, stderr=subprocess.STDOUT)
+    pt.PROCS.append(p)
+    if not wait_port(port):
+        raise RuntimeError("coolstore-stock did not start")
+    return port
+
+
+def stock_client(port, *args, timeout=300):
+    r = subprocess.run([app("coolstore-stock-client"), "--target", f"127.0.0.1:{port}",
+                        "--authority", "stock", *args], capture_output=True, text=True,
+                       timeout=timeout)
+    try:
+        return json.loads(r.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        return {"error": r.stdout + r.stderr}
+
+
+def grpc_snapshot(stock_port, extra_routes=()):
+    snap = snapshot({("*",): list(extra_routes) + [
+        {"route": {"clusters": [to("stock")],
+                   "retryPolicy": {"numRetries": 3, "retryOn": ["unavailable"]}}}
+    ]}, {"stock": {"ports": [stock_port], "cluster": {"protocol": "HTTP2"}},
+         "empty": {"ports": [], "cluster": {"protocol": "HTTP2"}}})
+    return snap
+
+
+def t_h2spec(up):
+    binary = h2spec_binary()
+    if binary is None:
+        check("h2spec: built from the Go module proxy", False, "no Go toolchain / build failed")
+        return
+    p = Proxy(snapshot({("*",): [route([to("a")])]}, {"a": [up]}), concurrency=1)
+    try:
+        r = subprocess.run([binary, "-h", "127.0.0.1", "-p", str(p.port), "-o", "5", "-j",
+                            os.path.join(p.dir, "h2spec.xml")],
+                           capture_output=True, text=True, timeout=600)
+        m = re.search(r"(\d+) tests, (\d+) passed, (\d+) skipped, (\d+) failed", r.stdout)
+        check("h2spec: every case passes against the h2c listener",
+              m is not None and m.group(4) == "0" and m.group(1) == m.group(2),
+              (m.group(0) if m else r.stdout[-3000:]))
+        if m:
+            print(f"     h2spec: {m.group(0)}")
+    finally:
+        p.stop()
+
+
+def t_clients(up):
+    p = Proxy(snapshot({("*",): [route([to("a")])]}, {"a": [up]}), concurrency=1)
+    try:
+        # curl with prior knowledge: HTTP/2 to the client, HTTP/1.1 to the upstream.
+        r = subprocess.run(["curl", "-sS", "--http2-prior-knowledge", "-o", "-", "-w",
+                            "\n%{http_version} %{http_code}", "-H", "x-test: 1", "--data-binary",
+                            "hello h2", f"http://127.0.0.1:{p.port}/echo"],
+                           capture_output=True, text=True, timeout=60)
+        body, _, tail = r.stdout.rpartition("\n")
+        seen = json.loads(body) if body.startswith("{") else {}
+        fields = [str(h).lower() for h in seen.get("headers", [])]
+        check("curl --http2-prior-knowledge: HTTP/2 200, the POST body reaches the HTTP/1 "
+              "upstream with its headers and Host from :authority",
+              tail == "2 200" and seen.get("body_bytes") == 8 and
+              seen.get("version") == "HTTP/1.1" and any("x-test" in f for f in fields) and
+              any(f"127.0.0.1:{p.port}" in f for f in fields if "host" in f),
+              (r.stdout[-800:], r.stderr[-500:]))
+        r = subprocess.run(["nghttp", "-nv", f"http://127.0.0.1:{p.port}/status/204"],
+                           capture_output=True, text=True, timeout=60)
+        check("nghttp: SETTINGS exchanged, :status 204",
+              "recv SETTINGS frame" in r.stdout and ":status: 204" in r.stdout, r.stdout[-1500:])
+        r = subprocess.run(["h2load", "-n", "2000", "-c", "4", "-m", "100",
+                            f"http://127.0.0.1:{p.port}/x"], capture_output=True, text=True,
+                           timeout=300)
+        m = re.search(r"requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, "
+                      r"(\d+) failed", r.stdout)
+        check("h2load: 2,000 requests on 4 connections, 100 streams each: all succeed",
+              m is not None and m.group(4) == "2000" and m.group(5) == "0", r.stdout[-1500:])
+        s = p.stats()
+        check("stats: HTTP/2 connections and streams counted",
+              s.get("downstream_cx_http2_total", 0) >= 6 and s.get("http2.streams_total", 0) >= 2002,
+              {k: v for k, v in s.items() if "http2" in k})
+        prom = http_get(p.admin, "/stats/prometheus")[2].decode()
+        bad = [ln for ln in prom.splitlines() if ln and not ln.startswith("#") and
+               not re.match(r"[a-zA-Z_:][a-zA-Z0-9_:]*(\{.*\})? \S+$", ln)]
+        check("/stats/prometheus: every sample line is valid exposition text (http2 counters "
+              "as skiff_http2_*)", not bad and "skiff_http2_streams_total " in prom, bad[:5])
+    finally:
+        p.stop()
+
+
+def t_grpc(_up):
+    stock = start_stock()
+    p = Proxy(grpc_snapshot(stock, [
+        {"match": {"headers": [{"name": "x-fault", "value": {"exact": "1"}}]},
+         "route": {"clusters": [to("stock")]},
+         "fault": {"abort": {"grpcStatus": 14, "percentage": 100}}},
+        {"match": {"headers": [{"name": "x-empty", "value": {"exact": "1"}}]},
+         "route": {"clusters": [to("empty")]}}]), concurrency=1)
+    try:
+        r = stock_client(p.port, "--calls", "20")
+        check("gRPC through skiff (h2c both ways): 20 unary calls, all OK from v1",
+              r.get("codes") == {"0": 20} and r.get("versions") == {"v1": 20}, r)
+        grpcurl = grpcurl_binary()
+        if grpcurl is None:
+            check("grpcurl: built from the Go module proxy", False, "no Go toolchain / build failed")
+        else:
+            # Server reflection is a bidirectional stream: it crosses the proxy too.
+            ls = subprocess.run([grpcurl, "-plaintext", "-authority", "stock",
+                                 f"127.0.0.1:{p.port}", "list"],
+                                capture_output=True, text=True, timeout=60)
+            call = subprocess.run([grpcurl, "-plaintext", "-authority", "stock", "-d",
+                                   '{"item_id": "329299"}', f"127.0.0.1:{p.port}",
+                                   "coolstore.v1.Stock/Lookup"],
+                                  capture_output=True, text=True, timeout=60)
+            reply = json.loads(call.stdout) if call.stdout.strip().startswith("{") else {}
+            check("grpcurl through skiff: reflection lists coolstore.v1.Stock, Lookup answers",
+                  "coolstore.v1.Stock" in ls.stdout and reply.get("itemId", reply.get("item_id")) == "329299" and
+                  reply.get("version") == "v1", (ls.stdout, ls.stderr, call.stdout, call.stderr))
+        r = stock_client(p.port, "--set-chaos", "50")
+        check("gRPC: SetChaos through the proxy", r.get("code") == 0, r)
+        n = 400
+        r = stock_client(p.port, "--calls", str(n))
+        failed = n - r.get("codes", {}).get("0", 0)
+        # Each call fails only if 4 tries fail: p = 1/16, mean 25, sd ~4.8; 5 sd bounds.
+        check(f"gRPC chaos 50 % with retryOn unavailable: {failed}/{n} calls fail, within "
+              "the binomial bound of 0.5^4 (<= 50)", 1 <= failed <= 50 and
+              set(r.get("codes", {})) <= {"0", "14"}, r)
+        s = p.stats()
+        check("the retries were counted on the cluster",
+              s.get(f"cluster.{cluster_name('stock')}.upstream_rq_retry", 0) >= n // 2, s)
+        stock_client(p.port, "--set-chaos", "0")
+        prom = http_get(p.admin, "/stats/prometheus")[2].decode()
+        ok_line = [ln for ln in prom.splitlines() if ln.startswith("istio_requests_total{") and
+                   'request_protocol="grpc"' in ln and 'grpc_response_status="0"' in ln]
+        bad_line = [ln for ln in prom.splitlines() if ln.startswith("istio_requests_total{") and
+                    'grpc_response_status="14"' in ln and 'response_code="200"' in ln]
+        check("istio_requests_total: request_protocol=\"grpc\" with grpc_response_status 0 and "
+              "14 (from the trailers), response_code 200", ok_line and bad_line,
+              prom[-3000:])
+        # abort.grpcStatus: trailers-only UNAVAILABLE, without reaching the service.
+        before = stock_client(stock, "--calls", "1")
+        hdr = subprocess.run(["curl", "-sS", "--http2-prior-knowledge", "-D", "-", "-o",
+                              "/dev/null", "-H", "content-type: application/grpc", "-H",
+                              "x-fault: 1", "-H", "te: trailers", "--data-binary", "",
+                              f"http://127.0.0.1:{p.port}/coolstore.v1.Stock/Lookup"],
+                             capture_output=True, text=True, timeout=60)
+        head = hdr.stdout.lower()
+        check("abort.grpcStatus: HTTP 200, grpc-status 14 and grpc-message in a trailers-only "
+              "response", "http/2 200" in head and "grpc-status: 14" in head and
+              "grpc-message: fault filter abort" in head, (hdr.stdout, hdr.stderr, before))
+        hdr = subprocess.run(["curl", "-sS", "--http2-prior-knowledge", "-D", "-", "-o",
+                              "/dev/null", "-H", "content-type: application/grpc+proto", "-H",
+                              "x-empty: 1", "--data-binary", "",
+                              f"http://127.0.0.1:{p.port}/coolstore.v1.Stock/Lookup"],
+                             capture_output=True, text=True, timeout=60)
+        head = hdr.stdout.lower()
+        check("a local reply to a gRPC client (no healthy upstream, 503) is grpc-status 14 "
+              "UNAVAILABLE with HTTP 200", "http/2 200" in head and "grpc-status: 14" in head
+              and "content-type: application/grpc" in head, hdr.stdout)
+        hdr = subprocess.run(["curl", "-sS", "--http1.1", "-D", "-", "-o", "/dev/null", "-H",
+                              "x-empty: 1", f"http://127.0.0.1:{p.port}/plain"],
+                             capture_output=True, text=True, timeout=60)
+        check("... while a non-gRPC client still gets the HTTP 503",
+              hdr.stdout.startswith("HTTP/1.1 503"), hdr.stdout)
+    finally:
+        p.stop()
+
+
+def frame(ftype, flags, stream, payload=b""):
+    return struct.pack(">I", len(payload))[1:] + bytes([ftype, flags]) + \
+        struct.pack(">I", stream) + payload
+
+
+def hpack_get(authority):
+    # :method GET, :scheme http, :path / (static table), :authority literal (index 1).
+    return bytes([0x82, 0x86, 0x84, 0x01, len(authority)]) + authority.encode()
+
+
+def t_rapid_reset(up):
+    p = Proxy(snapshot({("*",): [route([to("a")])]}, {"a": [up]}), concurrency=1)
+    try:
+        base = rss_kib(p.proc.pid)
+        goaway = None
+        sent = 0
+        s = socket.create_connection(("127.0.0.1", p.port), timeout=10)
+        s.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + frame(4, 0, 0))
+        block = hpack_get("x")
+        buf = b""
+        deadline = time.time() + 60
+        try:
+            for i in range(20000):
+                sid = 1 + 2 * i
+                s.sendall(frame(1, 0x5, sid, block) + frame(3, 0, sid, struct.pack(">I", 8)))
+                sent += 1
+                if time.time() > deadline:
+                    break
+        except OSError:
+            pass
+        s.settimeout(5)
+        try:
+            while time.time() < deadline:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                buf += chunk
+                if len(buf) > 4 << 20:
+                    break
+        except OSError:
+            pass
+        s.close()
+        # Find a GOAWAY (type 7) and its error code.
+        off = 0
+        while off + 9 <= len(buf):
+            length = int.from_bytes(buf[off:off + 3], "big")
+            if buf[off + 3] == 7 and off + 9 + 8 <= len(buf):
+                goaway = int.from_bytes(buf[off + 13:off + 17], "big")
+            off += 9 + length
+        st = p.stats()
+        grown = rss_kib(p.proc.pid) - base
+        check(f"rapid reset: after {sent} HEADERS+RST_STREAM pairs the proxy sends GOAWAY "
+              "ENHANCE_YOUR_CALM and closes", goaway == 0xb and
+              st.get("http2.premature_reset", 0) >= 1, (goaway, sent, st.get("http2.premature_reset")))
+        check(f"rapid reset: memory stays bounded (RSS grew {grown} KiB, < "
+              f"{64 * MEMORY_FACTOR} MiB)", grown < 64 * 1024 * MEMORY_FACTOR, grown)
+        r = subprocess.run(["curl", "-sS", "--http2-prior-knowledge", "-o", "/dev/null", "-w",
+                            "%{http_code}", f"http://127.0.0.1:{p.port}/after"],
+                           capture_output=True, text=True, timeout=60)
+        check("... and serves the next client", r.stdout == "200", r.stdout + r.stderr)
+    finally:
+        p.stop()
+
+
+def t_many_streams(up):
+    p = Proxy(snapshot({("*",): [route([to("a")])]}, {"a": [up]}),
+              "--http2-max-concurrent-streams", "1000", concurrency=1)
+    try:
+        base = rss_kib(p.proc.pid)
+        peak = [base]
+        h = subprocess.Popen(["h2load", "-n", "1000", "-c", "1", "-m", "1000",
+                              f"http://127.0.0.1:{p.port}/delay/1500"],
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        deadline = time.time() + 300
+        while h.poll() is None and time.time() < deadline:
+            peak[0] = max(peak[0], rss_kib(p.proc.pid))
+            time.sleep(0.05)
+        if h.poll() is None:
+            h.kill()
+        out = h.communicate()[0]
+        m = re.search(r"requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded", out)
+        grown = peak[0] - base
+        check("1,000 concurrent streams on one connection to a slow upstream: all succeed",
+              m is not None and m.group(4) == "1000", out[-1500:])
+        check(f"... within a memory bound (peak RSS grew {grown} KiB, < {96 * MEMORY_FACTOR} "
+              "MiB: about 100 KiB per stream at most)", grown < 96 * 1024 * MEMORY_FACTOR, grown)
+    finally:
+        p.stop()
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--bin-dir", required=True)
+    ap.add_argument("--only", default="")
+    pt.ARGS = ap.parse_args()
+    # Under AddressSanitizer freed memory waits in a quarantine (256 MB by default) and
+    # every allocation has redzones: a small quarantine, and the memory bounds doubled.
+    os.environ["ASAN_OPTIONS"] = (os.environ.get("ASAN_OPTIONS", "") +
+                                  ":quarantine_size_mb=8").lstrip(":")
+    global MEMORY_FACTOR
+    MEMORY_FACTOR = 2 if "asan" in os.path.basename(os.path.normpath(pt.ARGS.bin_dir)) else 1
+    for tool in ("curl", "nghttp", "h2load"):
+        if shutil.which(tool) is None:
+            print(f"SKIPPED: {tool} is missing (scripts/bootstrap.sh --with-test-tools)")
+            sys.exit(77)
+    try:
+        up = start_upstream("h1")
+        for t in (t_h2spec, t_clients, t_grpc, t_rapid_reset, t_many_streams):
+            if pt.ARGS.only and pt.ARGS.only not in t.__name__:
+                continue
+            try:
+                t(up)
+            except Exception:
+                check(t.__name__, False, traceback.format_exc())
+    finally:
+        for proc in pt.PROCS:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    print(f"{pt.RESULTS['passed']} passed, {pt.RESULTS['failed']} failed")
+    sys.exit(1 if pt.RESULTS["failed"] else 0)
+
+
+if __name__ == "__main__":
+    main()

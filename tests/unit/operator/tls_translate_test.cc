@@ -1,0 +1,181 @@
+// Gateway TLS on the operator side: Secret decoding (TLS keys only, no values in
+// messages), the translator's filter chains and Secrets per proxy group, status for a
+// missing Secret, Secrets over xDS as their own type, and a Secret kind replaced per
+// namespace in the store.
+#include <catch2/catch.hpp>
+#include <chrono>
+#include <condition_variable>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "common/strings.h"
+#include "operator/api/decode.h"
+#include "operator/store/object_store.h"
+#include "operator/translate/translate.h"
+#include "proto/resources.h"
+
+namespace {
+
+// A real certificate (CN shop.example, EC P-256): the translator checks PEM with OpenSSL,
+// so the test's Secret fails on its key, not on its certificate.
+const char* kCert = R"(-----BEGIN CERTIFICATE-----
+MIIBJzCBzgIUBQ/va6OFlVkK3O4F1yHNQhHUY7MwCgYIKoZIzj0EAwIwFDESMBAG
+A1UEAwwJZ29sZGVuIENBMCAXDTI2MTIwMjAzMjEyOVoYDzIxMjYxMTA4MDMyMTI5
+WjAXMRUwEwYDVQQDDAxzaG9wLmV4YW1wbGUwWTATBgcqhkjOPQIBBggqhkjOPQMB
+BwNCAATWbyCjBCwkW/VwT2JXrAR4Qro2z/YN03R0OZu2MaOh67MV72Cbo5VMGwU0
+N/prwnnpd46AE7l5MSEX5exmaxdwMAoGCCqGSM49BAMCA0gAMEUCICuh7z7VHg6O
+dcu0/3Ken7VpYxqJrF5Do7zpdUB06G3+AiEAjaZsKN8TItTOzDyM0WDG7UgavokF
++sPA4xI0w0HSBJA=
+-----END CERTIFICATE-----
+)";
+
+std::vector<skiff::api::Object> Decode(const std::string& yaml) {
+  auto d = skiff::api::DecodeDocuments(yaml, "test.yaml");
+  REQUIRE(d.errors.empty());
+  return std::move(d.objects);
+}
+
+}  // namespace
+
+TEST_CASE("secrets: TLS keys from data and stringData; other keys dropped; errors name the key") {
+  auto objs = Decode(
+      "apiVersion: v1\nkind: Secret\nmetadata: {name: a, namespace: shop}\n"
+      "type: kubernetes.io/tls\ndata:\n  tls.crt: " +
+      skiff::Base64Encode("CERT") + "\n  tls.key: " + skiff::Base64Encode("KEY") +
+      "\n  password: " + skiff::Base64Encode("hunter2") +
+      "\n---\napiVersion: v1\nkind: Secret\nmetadata: {name: b, namespace: shop}\n"
+      "stringData: {cert: C2, key: K2, cacert: CA2}\n"
+      "---\napiVersion: v1\nkind: Secret\nmetadata: {name: c, namespace: shop}\n"
+      "data: {tls.key: \"%%not-base64%%\"}\n");
+  REQUIRE(objs.size() == 3);
+  const auto& a = objs[0].As<skiff::api::Secret>();
+  CHECK(a.type == "kubernetes.io/tls");
+  CHECK(a.cert == "CERT");
+  CHECK(a.key == "KEY");
+  CHECK(a.ca.empty());
+  CHECK(objs[0].Valid());
+  const auto& b = objs[1].As<skiff::api::Secret>();
+  CHECK((b.cert == "C2" && b.key == "K2" && b.ca == "CA2"));
+  REQUIRE_FALSE(objs[2].Valid());
+  CHECK(objs[2].messages[0].Format() == "data[tls.key]: is not valid base64");
+  for (const auto& o : objs) {
+    for (const auto& m : o.messages) {
+      CHECK(m.Format().find("hunter2") == std::string::npos);
+      CHECK(m.Format().find("not-base64") == std::string::npos);
+    }
+  }
+}
+
+TEST_CASE("translate: a missing Secret leaves its server out and names the field") {
+  auto objs = Decode(
+      "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: gw, namespace: shop}\n"
+      "spec:\n  selector: {istio: ingressgateway}\n  servers:\n"
+      "  - port: {number: 443, name: a, protocol: HTTPS}\n    hosts: [a.example]\n"
+      "    tls: {mode: SIMPLE, credentialName: nope}\n"
+      "  - port: {number: 443, name: b, protocol: HTTPS}\n    hosts: [b.example]\n"
+      "    tls: {mode: SIMPLE, serverCertificate: /c.pem, privateKey: /k.pem}\n");
+  skiff::translate::Translator t(std::move(objs));
+  skiff::translate::ProxyGroup group;
+  group.labels = {{"istio", "ingressgateway"}};
+  auto snap = t.Build(group);
+  REQUIRE(snap.listeners_size() == 1);
+  REQUIRE(snap.listeners(0).filter_chains_size() == 1);  // the file-mode server only
+  const auto& fc = snap.listeners(0).filter_chains(0);
+  CHECK(fc.server_names(0) == "b.example");
+  CHECK(fc.tls().certificate() == "file:///c.pem");
+  REQUIRE(snap.secrets_size() == 1);
+  CHECK(snap.secrets(0).certificate_chain_file() == "/c.pem");
+  CHECK(snap.secrets(0).private_key_file() == "/k.pem");
+  const auto& st = t.Statuses().at(0);
+  REQUIRE(st.conditions.size() == 2);
+  CHECK(st.conditions[1].status == "False");
+  CHECK(st.conditions[1].reason == "InvalidCertificateRef");
+  CHECK(st.conditions[1].message.find("spec.servers[0].tls.credentialName: Secret shop/nope "
+                                      "does not exist") == 0);
+  // Another group's proxies (no Gateway selects them) get no Secret at all.
+  skiff::translate::ProxyGroup other;
+  other.labels = {{"istio", "other"}};
+  CHECK(t.Build(other).secrets_size() == 0);
+}
+
+TEST_CASE("translate: a Secret whose PEM does not parse is refused with its reason") {
+  auto objs = Decode(
+      "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: gw, namespace: shop}\n"
+      "spec:\n  selector: {istio: ingressgateway}\n  servers:\n"
+      "  - port: {number: 443, name: a, protocol: HTTPS}\n    hosts: [a.example]\n"
+      "    tls: {mode: MUTUAL, credentialName: broken}\n"
+      "---\napiVersion: v1\nkind: Secret\nmetadata: {name: broken, namespace: shop}\n"
+      "stringData:\n  tls.crt: |\n" +
+      [] {
+        std::string indented;
+        for (const auto& line : skiff::Split(kCert, '\n')) {
+          if (!line.empty()) {
+            indented += "    " + line + "\n";
+          }
+        }
+        return indented;
+      }() +
+      "  tls.key: not a key\n");
+  skiff::translate::Translator t(std::move(objs));
+  skiff::translate::ProxyGroup group;
+  group.labels = {{"istio", "ingressgateway"}};
+  auto snap = t.Build(group);
+  CHECK(snap.listeners_size() == 0);  // its only server cannot be served: no listener
+  CHECK(snap.secrets_size() == 0);
+  const auto& msg = t.Statuses().at(0).conditions.at(1).message;
+  INFO(msg);
+  CHECK(msg.find("spec.servers[0].tls.credentialName: Secret shop/broken: key or tls.key holds "
+                 "no PEM private key") == 0);
+  CHECK(msg.find("not a key") == std::string::npos);  // never the material itself
+}
+
+TEST_CASE("xds: Secrets are a resource type of their own, sent first") {
+  skiff::v1::Snapshot s;
+  auto* sec = s.add_secrets();
+  sec->set_name("kubernetes://shop/a");
+  sec->set_certificate_chain("chain");
+  s.add_clusters()->set_name("c");
+  auto split = skiff::xds::SplitSnapshot(s);
+  CHECK(std::string(skiff::xds::kTypeOrder[0]) == skiff::xds::kSecretType);
+  REQUIRE(split.at(skiff::xds::kSecretType).size() == 1);
+  CHECK(skiff::xds::ResourceName(split.at(skiff::xds::kSecretType).begin()->second) ==
+        "kubernetes://shop/a");
+  skiff::v1::Snapshot back;
+  std::string error;
+  REQUIRE(skiff::xds::AssembleSnapshot(split, &back, &error));
+  REQUIRE(back.secrets_size() == 1);
+  CHECK(back.secrets(0).certificate_chain() == "chain");
+  CHECK(skiff::xds::ShortType(skiff::xds::kSecretType) == "Secret");
+}
+
+TEST_CASE("store: a kind listed per namespace replaces only that namespace's objects") {
+  std::mutex mu;
+  std::condition_variable cv;
+  std::vector<skiff::store::StoreUpdate> updates;
+  skiff::store::StoreOptions options;
+  options.holdoff = std::chrono::milliseconds(0);
+  skiff::store::ObjectStore store(options, [&](skiff::store::StoreUpdate u) {
+    std::lock_guard<std::mutex> lock(mu);
+    updates.push_back(std::move(u));
+    cv.notify_all();
+  });
+  auto secret = [](const std::string& ns, const std::string& name) {
+    auto objs = Decode("apiVersion: v1\nkind: Secret\nmetadata: {name: " + name +
+                       ", namespace: " + ns + "}\nstringData: {cert: C, key: K}\n");
+    return std::move(objs.at(0));
+  };
+  std::vector<skiff::api::Object> a, b;
+  a.push_back(secret("a", "one"));
+  b.push_back(secret("b", "two"));
+  store.ReplaceKind(skiff::api::Kind::kSecret, std::move(a), "a");
+  store.ReplaceKind(skiff::api::Kind::kSecret, std::move(b), "b");
+  store.ReplaceKind(skiff::api::Kind::kSecret, {}, "a");  // a relist of a: "one" is gone
+  store.Synced();
+  std::unique_lock<std::mutex> lock(mu);
+  REQUIRE(cv.wait_for(lock, std::chrono::seconds(10), [&] { return !updates.empty(); }));
+  const auto& objs = updates.back().inputs.objects;
+  REQUIRE(objs.size() == 1);
+  CHECK(objs[0].meta.namespace_ == "b");
+  CHECK(objs[0].meta.name == "two");
+}
