@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Compares skiff-proxy with nginx, haproxy and h2o (Debian packages) as HTTP/1.1 reverse
+# Compares skiff-proxy with nginx, haproxy, h2o (Debian packages) and Envoy (PyPI) as HTTP/1.1 reverse
 # proxies in front of the same upstream, in one run, and prints a table and ratios.
 # Never a pass/fail test: exits 0 unless the setup failed. See bench/README.md.
 #
@@ -12,7 +12,7 @@
 #   BENCH_THREADS      wrk threads (default 1)
 #   BENCH_ROUTES       routes in the extra skiff memory run (default 1000; 0 = skip it)
 #   BENCH_ROUTES_DURATION  wrk duration of that run (default 3s)
-#   BENCH_PROXIES      which proxies to measure (default "skiff nginx haproxy h2o")
+#   BENCH_PROXIES      which proxies to measure (default "skiff nginx haproxy h2o envoy")
 #   BENCH_NO_INSTALL=1 never apt-get install missing packages
 #   BENCH_KEEP=1       keep the temp dir (configs, logs, wrk output)
 set -euo pipefail
@@ -27,15 +27,10 @@ BENCH_CONNECTIONS="${BENCH_CONNECTIONS:-50}"
 BENCH_THREADS="${BENCH_THREADS:-1}"
 BENCH_ROUTES="${BENCH_ROUTES:-1000}"
 BENCH_ROUTES_DURATION="${BENCH_ROUTES_DURATION:-3s}"
-BENCH_PROXIES="${BENCH_PROXIES:-skiff nginx haproxy h2o}"
+BENCH_PROXIES="${BENCH_PROXIES:-skiff nginx haproxy h2o envoy}"
 START_TIMEOUT_S=5
-
-log() { printf '[bench] %s\n' "$*" >&2 2>/dev/null || true; }
-die() { log "setup failed: $*"; exit 1; }
-command -v python3 >/dev/null || die "python3 is required"
-# Resolve the interpreter once (python3 may be a version-manager shim that forks a shell).
-PY="$(python3 -c 'import sys; print(sys.executable)')"
-helper() { "$PY" "$HELPER" "$@"; }
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
 
 # wrk wants a unit; accept a bare number of seconds too.
 secs() { [[ "$1" =~ ^[0-9]+$ ]] && echo "${1}s" || echo "$1"; }
@@ -51,164 +46,14 @@ done
 (( BENCH_CONNECTIONS >= BENCH_THREADS && BENCH_THREADS >= 1 )) ||
   die "need BENCH_CONNECTIONS >= BENCH_THREADS >= 1"
 for p in $BENCH_PROXIES; do
-  case "$p" in skiff | nginx | haproxy | h2o) ;; *) die "unknown proxy '$p' in BENCH_PROXIES" ;; esac
+  case "$p" in skiff | nginx | haproxy | h2o | envoy) ;; *) die "unknown proxy '$p' in BENCH_PROXIES" ;; esac
 done
 [[ -n "${BENCH_PROXIES// /}" ]] || die "BENCH_PROXIES is empty"
 
-# ---------------------------------------------------------------------------------------
-# Packages: check with dpkg-query, install what is missing.
-
-have_pkg() { dpkg-query -W -f='${Status}\n' "$1" 2>/dev/null | grep -q '^install ok installed$'; }
-missing=()
-if ! { have_pkg nginx-light || have_pkg nginx || have_pkg nginx-core || have_pkg nginx-full ||
-       have_pkg nginx-extras; }; then
-  missing+=(nginx-light)
-fi
-for p in haproxy h2o wrk; do have_pkg "$p" || missing+=("$p"); done
-if ((${#missing[@]})); then
-  [[ "${BENCH_NO_INSTALL:-}" == 1 ]] && die "missing packages: ${missing[*]} (BENCH_NO_INSTALL=1)"
-  SUDO=()
-  if ((EUID != 0)); then
-    command -v sudo >/dev/null || die "missing packages ${missing[*]} and not root (no sudo)"
-    SUDO=(sudo)
-  fi
-  log "installing ${missing[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  if ! "${SUDO[@]}" apt-get install -y --no-install-recommends "${missing[@]}" >&2; then
-    "${SUDO[@]}" apt-get update >&2 || die "apt-get update failed"
-    "${SUDO[@]}" apt-get install -y --no-install-recommends "${missing[@]}" >&2 ||
-      die "apt-get install ${missing[*]} failed"
-  fi
-fi
-NGINX="$(command -v nginx || echo /usr/sbin/nginx)"
-HAPROXY="$(command -v haproxy || echo /usr/sbin/haproxy)"
-H2O="$(command -v h2o || echo /usr/bin/h2o)"
-WRK="$(command -v wrk || echo /usr/bin/wrk)"
-for b in "$NGINX" "$HAPROXY" "$H2O" "$WRK"; do [[ -x "$b" ]] || die "$b not found"; done
-
-# ---------------------------------------------------------------------------------------
-# Temp dir and process tracking. Every server is started directly by this shell (so $! is
-# the server itself), recorded in PIDS, and stopped by PID; processes it forked (nginx
-# workers) are recorded by PID + start time and killed only if they outlive it.
-
-T="$(mktemp -d "${TMPDIR:-/tmp}/skiff-proxy-bench.XXXXXX")"
-PIDS=()
-
-proc_state() { # prints the state letter of PID, nothing if gone
-  local s
-  s="$(cat "/proc/$1/stat" 2>/dev/null)" || return 0
-  s="${s##*) }"
-  echo "${s%% *}"
-}
-
-stop_proc() {
-  local pid="$1" desc st i
-  desc="$(helper descendants "$pid" 2>/dev/null || true)"
-  kill -TERM "$pid" 2>/dev/null || true
-  for ((i = 0; i < 50; i++)); do
-    st="$(proc_state "$pid")"
-    [[ -z "$st" || "$st" == Z ]] && break
-    sleep 0.1
-  done
-  st="$(proc_state "$pid")"
-  if [[ -n "$st" && "$st" != Z ]]; then
-    log "process $pid ignored SIGTERM for 5 s; sending SIGKILL"
-    kill -KILL "$pid" 2>/dev/null || true
-  fi
-  wait "$pid" 2>/dev/null || true
-  # shellcheck disable=SC2086
-  [[ -n "$desc" ]] && helper kill-leftovers $desc || true
-  local keep=() p
-  for p in "${PIDS[@]}"; do [[ "$p" == "$pid" ]] || keep+=("$p"); done
-  PIDS=("${keep[@]+"${keep[@]}"}")
-}
-
-cleanup() {
-  local rc=$?
-  set +e
-  trap - EXIT INT TERM
-  trap '' PIPE # output closed early (e.g. piped into head): still stop everything
-  local p
-  for p in "${PIDS[@]+"${PIDS[@]}"}"; do stop_proc "$p"; done
-  if [[ "${BENCH_KEEP:-}" == 1 || $rc -ne 0 ]]; then
-    log "configs and logs kept in $T"
-  else
-    rm -rf "$T"
-  fi
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-# ---------------------------------------------------------------------------------------
-# Upstream: nginx, 1 worker, fixed 100-byte body, keep-alive. A stub_status on a second
-# port counts the connections and requests the proxies make to it.
-
-# Ports are picked just before each server starts (fewer chances for another program to
-# take them meanwhile); wait-port also checks that the listener belongs to our process.
-read -r UP_PORT UP_STATUS_PORT <<<"$(helper ports 2)"
-BODY="skiff-bench-$(printf '0123456789%.0s' {1..9})"
-BODY="${BODY:0:100}"
-printf '%s' "$BODY" >"$T/body"
-((${#BODY} == 100)) || die "body is ${#BODY} bytes"
-
-nginx_common() { # $1 = dir
-  cat <<EOF
-worker_processes 1;
-daemon off;
-master_process on;
-pid $1/nginx.pid;
-error_log $1/error.log warn;
-events { worker_connections 4096; multi_accept off; }
-EOF
-}
-nginx_temp_paths() {
-  cat <<EOF
-  client_body_temp_path $1/tmp/body;
-  proxy_temp_path $1/tmp/proxy;
-  fastcgi_temp_path $1/tmp/fastcgi;
-  uwsgi_temp_path $1/tmp/uwsgi;
-  scgi_temp_path $1/tmp/scgi;
-EOF
-}
-
-mkdir -p "$T/upstream/tmp"
-{
-  nginx_common "$T/upstream"
-  cat <<EOF
-http {
-  access_log off;
-$(nginx_temp_paths "$T/upstream")
-  keepalive_requests 1000000;
-  keepalive_timeout 300s;
-  server {
-    listen 127.0.0.1:$UP_PORT backlog=4096;
-    location / {
-      default_type text/plain;
-      return 200 "$BODY";
-    }
-  }
-  server {
-    listen 127.0.0.1:$UP_STATUS_PORT;
-    location / { stub_status; }
-  }
-}
-EOF
-} >"$T/upstream/nginx.conf"
-
-upstream_counts() { # prints "accepts requests" of the upstream
-  curl -fsS --max-time 5 "http://127.0.0.1:$UP_STATUS_PORT/" |
-    awk 'NR == 3 { print $1, $3 }'
-}
-
-setsid "$NGINX" -p "$T/upstream" -c "$T/upstream/nginx.conf" >"$T/upstream/stdout.log" 2>&1 &
-UP_PID=$!
-PIDS+=("$UP_PID")
-helper wait-port "$UP_PORT" "$UP_PID" "$START_TIMEOUT_S" ||
-  die "upstream nginx did not start: $(tail -n 5 "$T/upstream/error.log" "$T/upstream/stdout.log" 2>/dev/null)"
-curl -fsS --max-time 5 "http://127.0.0.1:$UP_PORT/" | cmp -s - "$T/body" ||
-  die "upstream nginx does not return the expected body"
+# shellcheck disable=SC2086
+bench_install_packages $BENCH_PROXIES
+bench_init_tempdir skiff-proxy-bench
+bench_start_upstream
 
 cat >"$T/report.lua" <<'EOF'
 done = function(summary, latency, requests)
@@ -222,94 +67,6 @@ end
 EOF
 
 # ---------------------------------------------------------------------------------------
-# Proxy configs.
-
-write_nginx_proxy() {
-  local d="$T/nginx"
-  NGINX_PORT="$(helper ports 1)"
-  mkdir -p "$d/tmp"
-  {
-    nginx_common "$d"
-    cat <<EOF
-http {
-  access_log off;
-$(nginx_temp_paths "$d")
-  keepalive_requests 1000000;
-  keepalive_timeout 300s;
-  upstream backend {
-    server 127.0.0.1:$UP_PORT;
-    keepalive 64;
-    keepalive_requests 1000000;
-    keepalive_timeout 300s;
-  }
-  server {
-    listen 127.0.0.1:$NGINX_PORT backlog=4096;
-    location / {
-      proxy_pass http://backend;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-    }
-  }
-}
-EOF
-  } >"$d/nginx.conf"
-}
-
-write_haproxy() {
-  local d="$T/haproxy"
-  HAPROXY_PORT="$(helper ports 1)"
-  mkdir -p "$d"
-  cat >"$d/haproxy.cfg" <<EOF
-global
-  nbthread 1
-  maxconn 4096
-  pidfile $d/haproxy.pid
-
-defaults
-  mode http
-  option http-keep-alive
-  http-reuse always
-  timeout connect 5s
-  timeout client 60s
-  timeout server 60s
-  timeout http-keep-alive 300s
-
-frontend fe
-  bind 127.0.0.1:$HAPROXY_PORT
-  default_backend be
-
-backend be
-  http-reuse always
-  server upstream 127.0.0.1:$UP_PORT
-EOF
-}
-
-write_h2o() {
-  local d="$T/h2o"
-  H2O_PORT="$(helper ports 1)"
-  mkdir -p "$d"
-  # Started as root, h2o switches to "nobody" before writing its pid file into our 0700
-  # temp dir; keep the current user instead.
-  local user_line=""
-  ((EUID == 0)) && user_line="user: root"
-  cat >"$d/h2o.conf" <<EOF
-$user_line
-num-threads: 1
-pid-file: $d/h2o.pid
-error-log: $d/error.log
-proxy.timeout.keepalive: 300000
-listen:
-  host: 127.0.0.1
-  port: $H2O_PORT
-hosts:
-  default:
-    paths:
-      /:
-        proxy.reverse.url: http://127.0.0.1:$UP_PORT/
-EOF
-}
-
-# ---------------------------------------------------------------------------------------
 # Measurement.
 
 RESULTS="$T/results.tsv"
@@ -319,27 +76,6 @@ NOTES="$T/notes.txt"
 SETUP_FAILED=0
 SKIFF_SERVES=0
 CUR_PID=
-
-# start_server NAME LOGDIR CMD... : starts CMD in the background, sets CUR_PID.
-start_server() {
-  local name="$1" d="$2"
-  shift 2
-  mkdir -p "$d"
-  # setsid execs in place (a background job is no group leader), so $! is the server; in
-  # its own session, a Ctrl-C reaches only this script, whose trap stops it by PID.
-  setsid "$@" >"$d/stdout.log" 2>&1 &
-  CUR_PID=$!
-  PIDS+=("$CUR_PID")
-  log "$name: started pid $CUR_PID"
-}
-
-server_log_tail() {
-  local d="$1" f
-  for f in "$d"/*.log; do
-    [[ -s "$f" ]] && tail -n 3 "$f" | sed "s|^|    $(basename "$f"): |"
-  done
-  return 0
-}
 
 run_wrk() { # PORT DURATION OUT [HOST PATH]
   local port="$1" dur="$2" out="$3" host="${4:-}" path="${5:-/}"
@@ -526,6 +262,12 @@ bench_peer() {
     start_server h2o "$T/h2o" "$H2O" -c "$T/h2o/h2o.conf"
     bench_one h2o "$CUR_PID" "$H2O_PORT" "$T/h2o" || SETUP_FAILED=1
     ;;
+  envoy)
+    write_envoy
+    start_server envoy "$T/envoy" "$ENVOY" -c "$T/envoy/envoy.yaml" --concurrency 1 \
+      --log-level warn --disable-hot-restart
+    bench_one envoy "$CUR_PID" "$ENVOY_PORT" "$T/envoy" || SETUP_FAILED=1
+    ;;
   *) die "unknown proxy '$name' in BENCH_PROXIES" ;;
   esac
 }
@@ -533,7 +275,7 @@ bench_peer() {
 {
   echo "skiff-proxy benchmark: $(date -u +%Y-%m-%dT%H:%M:%SZ), $(nproc) CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg)"
   echo "wrk -t$BENCH_THREADS -c$BENCH_CONNECTIONS -d$BENCH_DURATION --latency (after a $BENCH_WARMUP warm-up) per proxy; 100-byte body from nginx upstream (1 worker) on 127.0.0.1:$UP_PORT"
-  echo "peers: nginx $("$NGINX" -v 2>&1 | sed 's|.*/||'), haproxy $("$HAPROXY" -v | awk 'NR == 1 { print $3 }'), h2o $("$H2O" --version | awk 'NR == 1 { print $3 }'), wrk $("$WRK" -v 2>&1 | awk 'NR == 1 { print $2 }'); skiff: $SKIFF_PROXY"
+  echo "peers: nginx $("$NGINX" -v 2>&1 | sed 's|.*/||'), haproxy $("$HAPROXY" -v | awk 'NR == 1 { print $3 }'), h2o $("$H2O" --version | awk 'NR == 1 { print $3 }')${ENVOY:+, envoy $("$ENVOY" --version | sed -n 's|.*version: [^/]*/\([^/]*\)/.*|\1|p')}, wrk $("$WRK" -v 2>&1 | awk 'NR == 1 { print $2 }'); skiff: $SKIFF_PROXY"
 } >"$T/header.txt"
 
 for p in $BENCH_PROXIES; do

@@ -37,4 +37,4 @@ done
 echo "operator idle RSS: $(awk '/VmRSS/ {printf "%.1f MB", $2/1024}' /proc/$OP/status)"
 "$BUILD/bench/xds_bench" --operator "127.0.0.1:$PORT" --operator-pid "$OP" \
   --file "$DIR/vs.yaml" --proxies "$PROXIES" --changes "$CHANGES" "$@"
-echo "(the operator notices file changes by polling every 20 ms, included in the times)"
+echo "(the operator notices the file change with inotify; the time to notice it is included)"
