@@ -44,6 +44,9 @@ TypedResources SplitSnapshot(const v1::Snapshot& s) {
   for (const auto& e : s.endpoints()) {
     Add(&out[kEndpointsType], e, e.cluster_name());
   }
+  for (const auto& sec : s.secrets()) {
+    Add(&out[kSecretType], sec, sec.name());
+  }
   return out;
 }
 
@@ -64,6 +67,8 @@ bool AssembleSnapshot(const TypedResources& resources, v1::Snapshot* out, std::s
         ok = any.UnpackTo(out->add_clusters());
       } else if (type == kEndpointsType) {
         ok = any.UnpackTo(out->add_endpoints());
+      } else if (type == kSecretType) {
+        ok = any.UnpackTo(out->add_secrets());
       } else {
         *error = "unknown resource type " + type;
         return false;
@@ -106,6 +111,10 @@ std::string ResourceName(const google::protobuf::Any& any) {
   if (any.type_url() == kEndpointsType) {
     v1::ClusterLoadAssignment m;
     return any.UnpackTo(&m) ? m.cluster_name() : "";
+  }
+  if (any.type_url() == kSecretType) {
+    v1::Secret m;
+    return any.UnpackTo(&m) ? m.name() : "";
   }
   return "";
 }

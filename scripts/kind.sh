@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
-# skiff on a local kind cluster (needs Docker and kind; not run in CI):
-#   creates the cluster, builds both images, loads them with `kind load docker-image`,
-#   applies crds/ and manifests/, deploys the coolstore example's Istio YAML, and sends a
-#   smoke request through the ingress gateway (port-forwarded to 127.0.0.1:18080).
+# skiff on a local kind cluster (needs Docker, kind and internet; not run in CI, where
+# scripts/local-cluster.sh runs the same images and manifests offline):
+#   creates the cluster, builds the four images (docker/build.sh: skiff-operator,
+#   skiff-proxy, coolstore-catalog, coolstore-apigateway), loads them with
+#   `kind load docker-image`, applies manifests/ (CRDs included), deploys the coolstore shop
+#   (examples/coolstore-k8s/ and its Istio YAML) and sends a request to /api/catalog through
+#   the ingress gateway (port-forwarded to 127.0.0.1:18080).
 # Usage: scripts/kind.sh [CLUSTER_NAME]     (scripts/kind.sh delete [NAME] removes it)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,59 +14,41 @@ if [ "${1:-}" = "delete" ]; then
   exit 0
 fi
 NAME=${1:-skiff}
+K=(kubectl --context "kind-$NAME")
 command -v docker > /dev/null || { echo "kind.sh: needs docker" >&2; exit 1; }
-command -v kind > /dev/null || { echo "kind.sh: needs kind (https://kind.sigs.k8s.io)" >&2; exit 1; }
+command -v kind > /dev/null || { echo "kind.sh: needs kind (see kind's documentation)" >&2; exit 1; }
 kind get clusters | grep -qx "$NAME" || kind create cluster --name "$NAME"
-docker build -f docker/operator.Dockerfile -t skiff-operator:latest .
-docker build -f docker/proxy.Dockerfile -t skiff-proxy:latest .
-kind load docker-image --name "$NAME" skiff-operator:latest skiff-proxy:latest
-kubectl --context "kind-$NAME" apply -k crds/
-kubectl --context "kind-$NAME" wait --for condition=Established --timeout=60s \
-  crd/gateways.networking.istio.io crd/virtualservices.networking.istio.io \
-  crd/destinationrules.networking.istio.io
-kubectl --context "kind-$NAME" apply -k manifests/
-kubectl --context "kind-$NAME" -n skiff-system rollout status deploy/skiff-operator --timeout=180s
-kubectl --context "kind-$NAME" -n skiff-system rollout status deploy/istio-ingressgateway \
-  --timeout=180s
-# A backend to route to: nginx behind the Istio YAML of a tiny example.
-kubectl --context "kind-$NAME" create namespace smoke --dry-run=client -o yaml |
-  kubectl --context "kind-$NAME" apply -f -
-kubectl --context "kind-$NAME" -n smoke create deployment web --image=nginx:stable \
-  --dry-run=client -o yaml | kubectl --context "kind-$NAME" apply -f -
-kubectl --context "kind-$NAME" -n smoke expose deployment web --port 80 --dry-run=client \
-  -o yaml | kubectl --context "kind-$NAME" apply -f -
-kubectl --context "kind-$NAME" apply -f - <<'YAML'
-apiVersion: networking.istio.io/v1
-kind: Gateway
-metadata: {name: smoke, namespace: smoke}
-spec:
-  selector: {istio: ingressgateway}
-  servers:
-  - port: {number: 80, name: http, protocol: HTTP}
-    hosts: ["*"]
----
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {name: web, namespace: smoke}
-spec:
-  hosts: ["*"]
-  gateways: [smoke]
-  http:
-  - route: [{destination: {host: web}}]
-    retries: {attempts: 3, retryOn: 5xx}
-YAML
-kubectl --context "kind-$NAME" -n smoke rollout status deploy/web --timeout=180s
-kubectl --context "kind-$NAME" -n skiff-system port-forward svc/istio-ingressgateway 18080:80 \
-  > /dev/null 2>&1 &
+docker/build.sh
+kind load docker-image --name "$NAME" skiff-operator:latest skiff-proxy:latest \
+  coolstore-catalog:latest coolstore-apigateway:latest
+"${K[@]}" apply -k manifests/
+"${K[@]}" -n skiff-system rollout status deploy/skiff-operator --timeout=180s
+# The validating webhook admits Istio objects once the leader has written its CA into the
+# caBundle (failurePolicy Fail refuses them until then).
+for _ in $(seq 90); do
+  [ -n "$("${K[@]}" get validatingwebhookconfiguration skiff-validation \
+    -o jsonpath='{.webhooks[0].clientConfig.caBundle}')" ] && break
+  sleep 2
+done
+"${K[@]}" -n skiff-system rollout status deploy/istio-ingressgateway --timeout=180s
+# The shop, as a user writes it, and its Istio YAML.
+"${K[@]}" apply -k examples/coolstore-k8s/
+"${K[@]}" apply -f examples/coolstore/gateway.yaml \
+  -f examples/coolstore/catalog-destinationrule.yaml \
+  -f examples/coolstore/catalog-virtualservice.yaml
+for d in apigateway catalog-v1 catalog-v2; do
+  "${K[@]}" -n coolstore rollout status "deploy/$d" --timeout=180s
+done
+"${K[@]}" -n skiff-system port-forward svc/istio-ingressgateway 18080:80 > /dev/null 2>&1 &
 PF=$!
 trap 'kill $PF 2> /dev/null || true' EXIT
 for _ in $(seq 1 60); do
-  if curl -fsS -o /dev/null http://127.0.0.1:18080/; then
-    echo "kind.sh: smoke request through the ingress gateway: OK"
-    kubectl --context "kind-$NAME" -n smoke get vs web -o jsonpath='{.status}' && echo
+  if curl -fsS -o /dev/null http://127.0.0.1:18080/api/catalog; then
+    echo "kind.sh: GET /api/catalog through the ingress gateway: OK"
+    curl -fsS http://127.0.0.1:18080/api/catalog && echo
     exit 0
   fi
   sleep 2
 done
-echo "kind.sh: the smoke request did not succeed" >&2
+echo "kind.sh: GET /api/catalog through the ingress gateway did not succeed" >&2
 exit 1
