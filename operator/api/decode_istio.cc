@@ -1481,10 +1481,10 @@ ConnectionPoolSettings DecodeConnectionPool(Reader& cr, Messages& msgs) {
                  "unknown value \"" + upgrade + "\" (DEFAULT, DO_NOT_UPGRADE, UPGRADE)");
     }
     cp.h2_upgrade = upgrade == "UPGRADE";
-    if (upgrade == "UPGRADE" && hr.Bool("useClientProtocol")) {
+    cp.use_client_protocol = hr.Bool("useClientProtocol");
+    if (upgrade == "UPGRADE" && cp.use_client_protocol) {
       msgs.Error(hr.Path("useClientProtocol"), "must not be true when h2UpgradePolicy is UPGRADE");
     }
-    hr.Ignore("useClientProtocol");
     if (const auto* ka = hr.Get("http2KeepAlive")) {
       Reader kr(*ka, hr.Path("http2KeepAlive"), msgs);
       for (const char* field : {"interval", "timeout"}) {

@@ -386,7 +386,8 @@ struct ConnectionPoolSettings {
   int64_t max_requests_per_connection = 0;
   int64_t max_retries = 0;
   int64_t max_concurrent_streams = 0;
-  bool h2_upgrade = false;  // h2UpgradePolicy: UPGRADE
+  bool h2_upgrade = false;           // h2UpgradePolicy: UPGRADE
+  bool use_client_protocol = false;  // useClientProtocol: the client's HTTP version upstream
   std::optional<Duration> idle_timeout;
   bool operator==(const ConnectionPoolSettings&) const = default;
 };

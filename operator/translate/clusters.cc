@@ -80,7 +80,11 @@ void Builder::ApplyPolicy(const api::TrafficPolicy* base, const api::TrafficPoli
     cp->set_max_requests_per_connection(static_cast<uint32_t>(in.max_requests_per_connection));
     cp->set_max_retries(static_cast<uint32_t>(in.max_retries));
     cp->set_max_concurrent_streams(static_cast<uint32_t>(in.max_concurrent_streams));
-    if (in.h2_upgrade) {
+    if (in.use_client_protocol) {
+      // Istio's useClientProtocol: the request goes on in the client's HTTP version, even
+      // to a port declared grpc or http2 (and h2UpgradePolicy no longer applies).
+      c->set_protocol(v1::Cluster::USE_DOWNSTREAM);
+    } else if (in.h2_upgrade) {
       c->set_protocol(v1::Cluster::HTTP2);  // h2UpgradePolicy: UPGRADE
     }
     if (in.connect_timeout) {

@@ -291,6 +291,14 @@ std::shared_ptr<const Config> Config::Build(v1::Snapshot snapshot,
         *error = at + ": " + why;
         return nullptr;
       }
+      if (c.protocol() == v1::Cluster::USE_DOWNSTREAM) {
+        o.alpn = {"h2"};
+        cluster->tls_h2 = net::TlsContext::Client(o, &why);
+        if (cluster->tls_h2 == nullptr) {
+          *error = at + ": " + why;
+          return nullptr;
+        }
+      }
     }
     cluster->original_destination = c.original_destination();
     if (!v1::Cluster::Protocol_IsValid(c.protocol())) {

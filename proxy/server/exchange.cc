@@ -169,10 +169,11 @@ UpstreamRequest::UpstreamRequest(Exchange& exchange, const upstream::Endpoint& e
 
 UpstreamRequest::~UpstreamRequest() { Reset(); }
 
-void UpstreamRequest::Start(upstream::ConnectionPool& pool, const upstream::Cluster& cluster) {
+void UpstreamRequest::Start(upstream::ConnectionPool& pool, const upstream::Cluster& cluster,
+                            bool http2) {
   pool_ = &pool;
   waiting_ = true;
-  pool.NewStream(cluster, endpoint_, *this);
+  pool.NewStream(cluster, endpoint_, http2, *this);
 }
 
 void UpstreamRequest::Reset() {
@@ -259,6 +260,7 @@ void Exchange::Recycle(http::ResponseEncoder& encoder) {
   route_ = nullptr;
   target_ = nullptr;
   cluster_ = nullptr;
+  upstream_http2_ = false;
   upstream_head_.method.clear();
   upstream_head_.path.clear();
   upstream_head_.authority.clear();
@@ -582,6 +584,7 @@ bool Exchange::PhasePickCluster(const http::RequestHead& req) {
     SendLocalReply(503, "no healthy upstream", "UH");
     return false;
   }
+  upstream_http2_ = cluster_->Http2For(encoder_->protocol() == "HTTP/2");
   // The consistent-hash key, kept for every try.
   if (cluster_->policy == v1::LoadBalancer::CONSISTENT_HASH) {
     const auto& ch = cluster_->proto->load_balancer().consistent_hash();
@@ -655,7 +658,7 @@ void Exchange::PhaseUpstreamHead(const http::RequestHead& req) {
     auto kind = http::ClassifyField(h.name);
     switch (kind) {
       case http::FieldKind::kHopByHop:
-        if (h.name.size() == 2 && cluster_ != nullptr && cluster_->protocol == v1::Cluster::HTTP2 &&
+        if (h.name.size() == 2 && cluster_ != nullptr && upstream_http2_ &&
             http::HasConnectionToken(h.value, "trailers")) {
           http::AppendField(&f, "te", "trailers");  // to HTTP/2 upstreams: gRPC needs it
         }
@@ -845,7 +848,7 @@ void Exchange::StartTry() {
     ++*active_requests_;
   }
   try_ = std::make_unique<UpstreamRequest>(*this, *endpoint);
-  try_->Start(context_.pool(), *cluster_);
+  try_->Start(context_.pool(), *cluster_, upstream_http2_);
 }
 
 void Exchange::OnTryReady(UpstreamRequest& request) {

@@ -61,7 +61,7 @@ class UpstreamRequest final : public upstream::PoolCallbacks, public http::Respo
   UpstreamRequest& operator=(const UpstreamRequest&) = delete;
 
   // Asks the pool for a stream; the exchange hears back through OnTryReady/OnTryFailed.
-  void Start(upstream::ConnectionPool& pool, const upstream::Cluster& cluster);
+  void Start(upstream::ConnectionPool& pool, const upstream::Cluster& cluster, bool http2);
   [[nodiscard]] http::ClientStream* stream() const { return stream_; }
   [[nodiscard]] const upstream::Endpoint& endpoint() const { return endpoint_; }
   // Forgets the stream without resetting it: the response completed, so the connection
@@ -206,6 +206,7 @@ class Exchange final : public http::RequestDecoder {
   const router::Route* route_ = nullptr;
   const v1::WeightedCluster* target_ = nullptr;
   const upstream::Cluster* cluster_ = nullptr;
+  bool upstream_http2_ = false;  // requests to cluster_ go over HTTP/2
   http::RequestHeaders upstream_head_;
   http::ResponseHeaders response_head_;
   std::vector<const upstream::Cluster*> mirrors_;  // chosen; sent once the request is complete

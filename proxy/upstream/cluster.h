@@ -39,6 +39,9 @@ struct Cluster {
   bool original_destination = false;     // endpoints come from the captured connection
   std::string source_address;            // local address of its upstream connections
   std::shared_ptr<net::TlsContext> tls;  // set: connections to its endpoints use TLS
+  // USE_DOWNSTREAM with TLS: the context for HTTP/2 connections (ALPN h2); `tls` then
+  // serves the HTTP/1.1 ones.
+  std::shared_ptr<net::TlsContext> tls_h2;
   // Circuit-breaker limits; 0 = unlimited.
   uint32_t max_connections = 0;
   uint32_t max_pending_requests = 0;
@@ -47,6 +50,14 @@ struct Cluster {
   uint32_t max_requests_per_connection = 0;
   uint32_t max_concurrent_streams = 0;  // per HTTP/2 connection; 0: the upstream's setting
   v1::Cluster::Protocol protocol = v1::Cluster::HTTP1;
+
+  // Whether a request from a client speaking HTTP/2 (`downstream_http2`) or HTTP/1 goes to
+  // the endpoints over HTTP/2: USE_DOWNSTREAM (Istio's useClientProtocol) keeps the
+  // client's protocol.
+  [[nodiscard]] bool Http2For(bool downstream_http2) const {
+    return protocol == v1::Cluster::HTTP2 ||
+           (protocol == v1::Cluster::USE_DOWNSTREAM && downstream_http2);
+  }
 
   void BuildRing();
   // The endpoint index for a hash key on the ring.

@@ -256,9 +256,9 @@ UpstreamConnection* HttpConnectionPool::AcquireIdle(const std::string& key) {
   return c;
 }
 
-bool HttpConnectionPool::TryAssign(const Cluster& cluster, const Endpoint& endpoint,
+bool HttpConnectionPool::TryAssign(const Cluster& cluster, const Endpoint& endpoint, bool http2,
                                    PoolCallbacks& callbacks) {
-  if (cluster.protocol == v1::Cluster::HTTP2) {
+  if (http2) {
     return TryAssignHttp2(cluster, endpoint, callbacks);
   }
   if (UpstreamConnection* conn = AcquireIdle(endpoint.key); conn != nullptr) {
@@ -286,7 +286,7 @@ bool HttpConnectionPool::TryAssign(const Cluster& cluster, const Endpoint& endpo
       state->cx_active.load(std::memory_order_relaxed) >= cluster.max_connections) {
     return false;
   }
-  std::unique_ptr<net::Transport> transport = Connect(cluster, endpoint, callbacks);
+  std::unique_ptr<net::Transport> transport = Connect(cluster, endpoint, false, callbacks);
   if (transport == nullptr) {
     return true;  // the failure went to the callbacks
   }
@@ -319,7 +319,7 @@ std::chrono::milliseconds HttpConnectionPool::ConnectTimeout(const Cluster& clus
 }
 
 std::unique_ptr<net::Transport> HttpConnectionPool::Connect(const Cluster& cluster,
-                                                            const Endpoint& endpoint,
+                                                            const Endpoint& endpoint, bool http2,
                                                             PoolCallbacks& callbacks) {
   std::string error;
   int fd =
@@ -332,7 +332,10 @@ std::unique_ptr<net::Transport> HttpConnectionPool::Connect(const Cluster& clust
     return nullptr;
   }
   if (cluster.tls != nullptr) {
-    return net::TlsTransport::Client(fd, cluster.tls);  // DestinationRule tls
+    // DestinationRule tls; ALPN h2 for HTTP/2 connections (a USE_DOWNSTREAM cluster has a
+    // context for each protocol).
+    return net::TlsTransport::Client(
+        fd, http2 && cluster.tls_h2 != nullptr ? cluster.tls_h2 : cluster.tls);
   }
   return std::make_unique<net::PlainTransport>(fd);
 }
@@ -356,7 +359,7 @@ bool HttpConnectionPool::TryAssignHttp2(const Cluster& cluster, const Endpoint& 
       state->cx_active.load(std::memory_order_relaxed) >= cluster.max_connections) {
     return false;
   }
-  std::unique_ptr<net::Transport> transport = Connect(cluster, endpoint, callbacks);
+  std::unique_ptr<net::Transport> transport = Connect(cluster, endpoint, true, callbacks);
   if (transport == nullptr) {
     return true;
   }
@@ -424,13 +427,13 @@ void HttpConnectionPool::DestroyHttp2(Http2UpstreamConnection* conn) {
   });
 }
 
-void HttpConnectionPool::NewStream(const Cluster& cluster, const Endpoint& endpoint,
+void HttpConnectionPool::NewStream(const Cluster& cluster, const Endpoint& endpoint, bool http2,
                                    PoolCallbacks& callbacks) {
   ClusterState* state = cluster.state.get();
   auto q = pending_.find(state);
   bool queue_empty = q == pending_.end() || q->second.empty();
   // Waiters go first: a new request does not overtake the queue.
-  if (queue_empty && TryAssign(cluster, endpoint, callbacks)) {
+  if (queue_empty && TryAssign(cluster, endpoint, http2, callbacks)) {
     return;
   }
   if (cluster.max_pending_requests != 0 &&
@@ -441,7 +444,7 @@ void HttpConnectionPool::NewStream(const Cluster& cluster, const Endpoint& endpo
   }
   state->upstream_cx_overflow.fetch_add(1, std::memory_order_relaxed);
   state->rq_pending_active.fetch_add(1, std::memory_order_relaxed);
-  pending_[state].push_back(Waiter{&callbacks, &cluster, &endpoint});
+  pending_[state].push_back(Waiter{&callbacks, &cluster, &endpoint, http2});
   if (!pending_timer_.armed()) {
     dispatcher_.Schedule(&pending_timer_, kPendingPoll);
   }
@@ -469,7 +472,7 @@ void HttpConnectionPool::ServePending(ClusterState* cluster) {
     Waiter w = it->second.front();
     it->second.pop_front();
     cluster->rq_pending_active.fetch_sub(1, std::memory_order_relaxed);
-    if (!TryAssign(*w.cluster, *w.endpoint, *w.callbacks)) {
+    if (!TryAssign(*w.cluster, *w.endpoint, w.http2, *w.callbacks)) {
       // Still no slot: back to the front of the queue.
       cluster->rq_pending_active.fetch_add(1, std::memory_order_relaxed);
       it = pending_.find(cluster);

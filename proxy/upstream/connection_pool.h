@@ -37,10 +37,11 @@ class PoolCallbacks {
 class ConnectionPool {
  public:
   virtual ~ConnectionPool() = default;
-  // Asks for a stream to `endpoint` of `cluster` (both must outlive the wait). Calls back
-  // before returning, or - when every connection slot of the cluster is taken - later,
-  // once one frees up.
-  virtual void NewStream(const Cluster& cluster, const Endpoint& endpoint,
+  // Asks for a stream to `endpoint` of `cluster` (both must outlive the wait), over HTTP/2
+  // when `http2` (the cluster's protocol, resolved for this request: see
+  // EffectiveHttp2()), else HTTP/1.1. Calls back before returning, or - when every
+  // connection slot of the cluster is taken - later, once one frees up.
+  virtual void NewStream(const Cluster& cluster, const Endpoint& endpoint, bool http2,
                          PoolCallbacks& callbacks) = 0;
   // Withdraws a request that is still waiting for a slot.
   virtual void Cancel(PoolCallbacks& callbacks) = 0;
@@ -119,7 +120,7 @@ class HttpConnectionPool final : public ConnectionPool {
   HttpConnectionPool(const HttpConnectionPool&) = delete;
   HttpConnectionPool& operator=(const HttpConnectionPool&) = delete;
 
-  void NewStream(const Cluster& cluster, const Endpoint& endpoint,
+  void NewStream(const Cluster& cluster, const Endpoint& endpoint, bool http2,
                  PoolCallbacks& callbacks) override;
   void Cancel(PoolCallbacks& callbacks) override;
 
@@ -134,13 +135,15 @@ class HttpConnectionPool final : public ConnectionPool {
     PoolCallbacks* callbacks;
     const Cluster* cluster;
     const Endpoint* endpoint;
+    bool http2;
   };
   // Hands `callbacks` a stream if a connection is idle or a slot is free; false otherwise.
-  bool TryAssign(const Cluster& cluster, const Endpoint& endpoint, PoolCallbacks& callbacks);
+  bool TryAssign(const Cluster& cluster, const Endpoint& endpoint, bool http2,
+                 PoolCallbacks& callbacks);
   // The same for a cluster that speaks HTTP/2: a stream on a connection with room.
   bool TryAssignHttp2(const Cluster& cluster, const Endpoint& endpoint, PoolCallbacks& callbacks);
   std::unique_ptr<net::Transport> Connect(const Cluster& cluster, const Endpoint& endpoint,
-                                          PoolCallbacks& callbacks);
+                                          bool http2, PoolCallbacks& callbacks);
   std::chrono::milliseconds ConnectTimeout(const Cluster& cluster) const;
   void ArmConnectTimer(Http2UpstreamConnection* conn);
   void ArmIdleTimer(Http2UpstreamConnection* conn);

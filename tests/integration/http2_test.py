@@ -3,8 +3,9 @@
 listener, nghttp and h2load, curl over HTTP/2 to an HTTP/1 upstream, the gRPC C++ library
 (coolstore-stock and its client) through an HTTP/2 cluster with chaos and retryOn
 unavailable, abort.grpcStatus faults and local replies as gRPC errors, grpc-status in
-Istio's metrics, a rapid-reset flood, and 1,000 concurrent streams on one connection to a
-slow upstream within a memory bound. Prints 'N passed, N failed'."""
+Istio's metrics, useClientProtocol (the client's HTTP version kept upstream), a
+rapid-reset flood, and 1,000 concurrent streams on one connection to a slow upstream within
+a memory bound. Prints 'N passed, N failed'."""
 import argparse
 import json
 import os
@@ -303,6 +304,128 @@ def t_rapid_reset(up):
         p.stop()
 
 
+class DualUpstream:
+    """Answers HTTP/1.1 and prior-knowledge h2c on one port, telling in a response header
+    (x-upstream-protocol) which one the request came in. A minimal HTTP/2 server: SETTINGS
+    acknowledged, each stream answered once its request ends."""
+
+    def __init__(self):
+        import threading
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.port = self.sock.getsockname()[1]
+        self.seen = []
+        threading.Thread(target=self.accept, daemon=True).start()
+
+    def accept(self):
+        import threading
+        while True:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self.serve, args=(c,), daemon=True).start()
+
+    @staticmethod
+    def recv_exact(c, n, buf):
+        while len(buf) < n:
+            chunk = c.recv(65536)
+            if not chunk:
+                raise EOFError
+            buf += chunk
+        return buf
+
+    def serve(self, c):
+        c.settimeout(30)
+        try:
+            buf = self.recv_exact(c, 4, b"")
+            if buf.startswith(b"PRI "):
+                self.serve_h2(c, buf)
+            else:
+                self.serve_h1(c, buf)
+        except (OSError, EOFError):
+            pass
+        finally:
+            c.close()
+
+    def serve_h1(self, c, buf):
+        for _ in range(1000):
+            while b"\r\n\r\n" not in buf:
+                chunk = c.recv(65536)
+                if not chunk:
+                    return
+                buf += chunk
+            head, _, buf = buf.partition(b"\r\n\r\n")
+            self.seen.append(head.split(b"\r\n")[0].decode(errors="replace"))
+            c.sendall(b"HTTP/1.1 200 OK\r\nx-upstream-protocol: http/1.1\r\n"
+                      b"content-length: 2\r\n\r\nh1")
+
+    def serve_h2(self, c, buf):
+        buf = self.recv_exact(c, 24, buf)[24:]
+        c.sendall(frame(4, 0, 0))
+        name, value = b"x-upstream-protocol", b"h2"
+        # :status 200 (static index 8), then a literal field without indexing, new name.
+        block = bytes([0x88, 0x00, len(name)]) + name + bytes([len(value)]) + value
+        for _ in range(10000):
+            buf = self.recv_exact(c, 9, buf)
+            length = int.from_bytes(buf[:3], "big")
+            ftype, flags = buf[3], buf[4]
+            sid = int.from_bytes(buf[5:9], "big") & 0x7FFFFFFF
+            buf = self.recv_exact(c, 9 + length, buf)[9 + length:]
+            if ftype == 4 and not flags & 1:
+                c.sendall(frame(4, 1, 0))  # SETTINGS ACK
+            elif ftype == 6 and not flags & 1:
+                c.sendall(frame(6, 1, 0, b"\0" * 8))  # PING ACK (payload not echoed: unused)
+            elif ftype in (0, 1) and flags & 1:  # DATA or HEADERS ending the request
+                self.seen.append("h2")
+                c.sendall(frame(1, 4, sid, block) + frame(0, 1, sid, b"h2"))
+
+    def close(self):
+        self.sock.close()
+
+
+def curl_protocols(port, path, http2):
+    """(client HTTP version, status, x-upstream-protocol) of a GET with curl."""
+    r = subprocess.run(["curl", "-sS", "-D", "-", "-o", "/dev/null", "-w", "%{http_version}",
+                        *(["--http2-prior-knowledge"] if http2 else ["--http1.1"]),
+                        f"http://127.0.0.1:{port}{path}"], capture_output=True, text=True,
+                       timeout=60)
+    m = re.search(r"^x-upstream-protocol: (\S+)", r.stdout, re.M | re.I)
+    st = re.search(r"^HTTP/\S+ (\d+)", r.stdout, re.M)
+    return (r.stdout.strip().splitlines()[-1] if r.stdout.strip() else r.stderr,
+            st.group(1) if st else None, m.group(1) if m else None)
+
+
+def t_client_protocol(_up):
+    """Istio's useClientProtocol (USE_DOWNSTREAM): each request goes on in the client's
+    HTTP version; an HTTP2 cluster upgrades HTTP/1 clients; an HTTP1 one downgrades."""
+    dual = DualUpstream()
+    p = Proxy(snapshot({("*",): [
+        route([to("keep")], {"uri": {"prefix": "/keep"}}),
+        route([to("h2")], {"uri": {"prefix": "/h2"}}),
+        route([to("h1")])]},
+        {"keep": {"ports": [dual.port], "cluster": {"protocol": "USE_DOWNSTREAM"}},
+         "h2": {"ports": [dual.port], "cluster": {"protocol": "HTTP2"}},
+         "h1": [dual.port]}), concurrency=1)
+    try:
+        for path, http2, want in (("/keep", True, "h2"), ("/keep", False, "http/1.1"),
+                                  ("/keep", True, "h2"), ("/h2", False, "h2"),
+                                  ("/h1", True, "http/1.1")):
+            got = curl_protocols(p.port, path, http2)
+            check(f"{'USE_DOWNSTREAM' if path == '/keep' else path[1:].upper() + ' cluster'}: "
+                  f"an HTTP/{'2' if http2 else '1.1'} client -> the upstream sees {want}",
+                  got == ("2" if http2 else "1.1", "200", want), (got, dual.seen[-3:]))
+        s = p.stats()
+        check("USE_DOWNSTREAM: one HTTP/2 upstream connection served the h2 requests of both "
+              "clusters (it is per endpoint)", s.get("upstream_cx_http2_total") == 1,
+              {k: v for k, v in s.items() if "upstream_cx" in k})
+    finally:
+        p.stop()
+        dual.close()
+
+
 def t_many_streams(up):
     p = Proxy(snapshot({("*",): [route([to("a")])]}, {"a": [up]}),
               "--http2-max-concurrent-streams", "1000", concurrency=1)
@@ -346,7 +469,8 @@ def main():
             sys.exit(77)
     try:
         up = start_upstream("h1")
-        for t in (t_h2spec, t_clients, t_grpc, t_rapid_reset, t_many_streams):
+        for t in (t_h2spec, t_clients, t_client_protocol, t_grpc, t_rapid_reset,
+                  t_many_streams):
             if pt.ARGS.only and pt.ARGS.only not in t.__name__:
                 continue
             try:

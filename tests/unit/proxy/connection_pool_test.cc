@@ -46,14 +46,14 @@ TEST_CASE("pool: max_connections queues requests - max_pending_requests overflow
     ep.port = port;
     ep.key = "127.0.0.1:" + std::to_string(port);
     Waiter a, b, c;
-    pool.NewStream(cluster, ep, a);
+    pool.NewStream(cluster, ep, false, a);
     CHECK(a.stream != nullptr);
     CHECK(cluster.state->cx_active == 1);
-    pool.NewStream(cluster, ep, b);
+    pool.NewStream(cluster, ep, false, b);
     CHECK(b.stream == nullptr);
     CHECK(b.failure == 0);
     CHECK(cluster.state->rq_pending_active == 1);
-    pool.NewStream(cluster, ep, c);
+    pool.NewStream(cluster, ep, false, c);
     CHECK(c.failure == static_cast<int>(skiff::http::ResetReason::kOverflow) + 1);
     CHECK(cluster.state->upstream_rq_pending_overflow >= 1);
     // The first stream gives up: its slot goes to the waiter.
@@ -88,8 +88,8 @@ TEST_CASE("pool: a withdrawn waiter leaves the queue") {
     ep.port = skiff::net::LocalPort(listener);
     ep.key = "127.0.0.1:" + std::to_string(ep.port);
     Waiter a, b;
-    pool.NewStream(cluster, ep, a);
-    pool.NewStream(cluster, ep, b);
+    pool.NewStream(cluster, ep, false, a);
+    pool.NewStream(cluster, ep, false, b);
     CHECK(cluster.state->rq_pending_active == 1);
     pool.Cancel(b);
     CHECK(cluster.state->rq_pending_active == 0);

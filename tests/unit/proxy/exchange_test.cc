@@ -55,6 +55,29 @@ TEST_CASE("exchange: a proxied request goes through route - upstream and respons
   CHECK(h.exchange->response_flags().empty());
 }
 
+TEST_CASE("exchange: the upstream protocol - the cluster's or with USE_DOWNSTREAM the client's") {
+  const std::string clusters =
+      R"(,{"name":"h2","protocol":"HTTP2"},{"name":"keep","protocol":"USE_DOWNSTREAM"})";
+  for (const char* client : {"HTTP/1.1", "HTTP/2"}) {
+    for (const char* cluster : {"c1", "h2", "keep"}) {
+      ExchangeHarness h(Snapshot(
+          R"([{"route":{"clusters":[{"cluster":")" + std::string(cluster) +
+              R"(","weight":100}]}}])",
+          clusters,
+          R"(,{"clusterName":"h2","endpoints":[{"address":"10.3.0.1","port":80,"healthy":true}]},)"
+          R"({"clusterName":"keep","endpoints":[{"address":"10.3.0.1","port":80,"healthy":true}]})"));
+      h.encoder.client_protocol = client;
+      h.Send(kGet);
+      auto& pool = h.context.pool_;
+      INFO(client << " client, cluster " << cluster);
+      REQUIRE(pool.requests == 1);
+      bool want = std::string_view(cluster) == "h2" ||
+                  (std::string_view(cluster) == "keep" && std::string_view(client) == "HTTP/2");
+      CHECK(pool.http2_streams == (want ? 1 : 0));
+    }
+  }
+}
+
 TEST_CASE("exchange: retries back off in simulated time and then succeed") {
   ExchangeHarness h(Snapshot(Route(R"(,"retryPolicy":{"numRetries":2,"retryOn":["5xx"]})")));
   uint64_t before = Retries("c1");

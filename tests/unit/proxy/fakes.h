@@ -120,9 +120,10 @@ class FakeStream final : public http::ClientStream {
 class FakePool final : public upstream::ConnectionPool {
  public:
   enum class Mode { kReady, kWait, kOverflow, kConnectFailure };
-  void NewStream(const upstream::Cluster& cluster, const upstream::Endpoint& endpoint,
+  void NewStream(const upstream::Cluster& cluster, const upstream::Endpoint& endpoint, bool http2,
                  upstream::PoolCallbacks& callbacks) override {
     ++requests;
+    http2_streams += http2 ? 1 : 0;
     endpoints.push_back(endpoint.key);
     clusters.push_back(cluster.name);
     switch (mode) {
@@ -161,6 +162,7 @@ class FakePool final : public upstream::ConnectionPool {
   Mode mode = Mode::kReady;
   bool next_pooled = false;
   int requests = 0;
+  int http2_streams = 0;  // of those, asked over HTTP/2
   int cancelled = 0;
   std::vector<std::string> endpoints, clusters;
   std::deque<upstream::PoolCallbacks*> waiting;
@@ -247,8 +249,9 @@ class FakeEncoder final : public http::ResponseEncoder {
   void ReadDisable(bool d) override { read_disabled = d; }
   [[nodiscard]] bool response_started() const override { return started; }
   [[nodiscard]] uint64_t head_bytes_written() const override { return 100; }
-  [[nodiscard]] std::string_view protocol() const override { return "HTTP/1.1"; }
+  [[nodiscard]] std::string_view protocol() const override { return client_protocol; }
 
+  std::string_view client_protocol = "HTTP/1.1";  // what the client speaks
   int heads = 0, continues = 0, status = 0;
   std::string fields, body, trailers;
   std::optional<uint64_t> content_length;
@@ -299,7 +302,8 @@ struct ExchangeHarness {
 // A snapshot with one listener on 80, one virtual host "*" and the given routes and
 // clusters ("c1" and "c2" with endpoints 10.1.0.1:8080 and 10.1.0.2:8080).
 inline std::string Snapshot(const std::string& routes_json,
-                            const std::string& extra_cluster_json = "") {
+                            const std::string& extra_cluster_json = "",
+                            const std::string& extra_endpoints_json = "") {
   return R"({"listeners":[{"name":"l","address":"0.0.0.0","port":80,"routeTable":"http.80"}],
     "routeTables":[{"name":"http.80","virtualHosts":[{"name":"vh","domains":["*"],
       "routes":)" +
@@ -308,7 +312,8 @@ inline std::string Snapshot(const std::string& routes_json,
          extra_cluster_json + R"(],
     "endpoints":[{"clusterName":"c1","endpoints":[{"address":"10.1.0.1","port":8080,"healthy":true},
                                                 {"address":"10.1.0.2","port":8080,"healthy":true}]},
-                 {"clusterName":"c2","endpoints":[{"address":"10.2.0.1","port":8080,"healthy":true}]}]})";
+                 {"clusterName":"c2","endpoints":[{"address":"10.2.0.1","port":8080,"healthy":true}]})" +
+         extra_endpoints_json + "]}";
 }
 
 }  // namespace skiff::testing
