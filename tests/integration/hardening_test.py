@@ -68,9 +68,15 @@ def request(port, method, path, body=b"", headers=None, host="example.com"):
 
 
 def wait_until(fn, timeout=20):
+    """fn() until it is truthy; a connection refused, reset or closed early counts as not
+    yet (e.g. a proxy still at its descriptor limit sheds the connection), until the
+    deadline: the last call's error is raised."""
     deadline = time.time() + timeout
     while time.time() < deadline:
-        v = fn()
+        try:
+            v = fn()
+        except OSError:
+            v = None
         if v:
             return v
         time.sleep(0.05)
