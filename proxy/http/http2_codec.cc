@@ -12,6 +12,80 @@ namespace skiff::http {
 
 namespace {
 
+// Closed streams kept per thread (each worker is one) for the next stream of any of its
+// connections: an HTTP/2 burst of a hundred streams then allocates nothing for them.
+// At most kSpareStreams wait; each keeps a response buffer and its strings' memory.
+constexpr size_t kSpareStreams = 128;
+constexpr size_t kKeepStringBytes = 4096;  // larger strings are freed, not kept
+
+std::vector<std::unique_ptr<Http2ServerStream>>& SpareStreams() {
+  thread_local std::vector<std::unique_ptr<Http2ServerStream>> spare;
+  return spare;
+}
+
+std::unique_ptr<Http2ServerStream> TakeSpareStream(Http2ServerCodec& codec, int32_t id) {
+  auto& spare = SpareStreams();
+  if (spare.empty()) {
+    return std::make_unique<Http2ServerStream>(codec, id);
+  }
+  std::unique_ptr<Http2ServerStream> s = std::move(spare.back());
+  spare.pop_back();
+  s->Reuse(codec, id);
+  return s;
+}
+
+void GiveSpareStream(std::unique_ptr<Http2ServerStream> s) {
+  auto& spare = SpareStreams();
+  if (spare.size() < kSpareStreams) {
+    spare.push_back(std::move(s));
+  }
+}
+
+void ClearKeepingSmall(std::string& s) {
+  if (s.capacity() > kKeepStringBytes) {
+    std::string().swap(s);
+  } else {
+    s.clear();
+  }
+}
+
+}  // namespace
+
+void Http2ServerStream::Reuse(Http2ServerCodec& codec, int32_t id) {
+  codec_ = &codec;
+  id_ = id;
+  decoder_ = nullptr;
+  for (std::string* str : {&method_, &path_, &authority_, &scheme_, &host_, &cookie_, &names_,
+                           &trailers_, &pending_in_, &out_trailer_fields_}) {
+    ClearKeepingSmall(*str);
+  }
+  field_spans_.clear();
+  header_bytes_ = 0;
+  in_trailers_ = false;
+  head_pending_ = false;
+  expect_continue_ = false;
+  overflow_ = false;
+  request_complete_ = false;
+  pending_end_ = false;
+  pending_trailers_ = false;
+  read_disabled_ = false;
+  rx_reset_ = false;
+  response_ = Response::kNone;
+  if (out_body_.capacity() > 16 * 1024) {
+    out_body_.Release();  // grown for a large response: not kept
+  } else {
+    out_body_.Clear();
+  }
+  out_eof_ = false;
+  out_trailers_ = false;
+  deferred_ = false;
+  above_watermark_ = false;
+  reset_by_us_ = false;
+  head_bytes_ = 0;
+}
+
+namespace {
+
 constexpr size_t kRecvChunk = 16 * 1024;  // frames handed to nghttp2 at a time
 
 bool IsConnectionSpecific(std::string_view lower) {
@@ -88,7 +162,7 @@ struct Http2ServerCallbacks {
       return 0;
     }
     if (frame->headers.cat == NGHTTP2_HCAT_REQUEST) {
-      auto stream = std::make_unique<Http2ServerStream>(c, frame->hd.stream_id);
+      auto stream = TakeSpareStream(c, frame->hd.stream_id);
       nghttp2_session_set_stream_user_data(c.session_, frame->hd.stream_id, stream.get());
       c.streams_[frame->hd.stream_id] = std::move(stream);
       if (c.active_ == 0 && c.heads_in_progress_ == 0) {
@@ -327,7 +401,7 @@ struct Http2ServerCallbacks {
 // ---- Http2ServerStream -------------------------------------------------------------------
 
 bool Http2ServerStream::Closed() const {
-  return codec_.dead_ || reset_by_us_ || codec_.session_ == nullptr;
+  return codec_->dead_ || reset_by_us_ || codec_->session_ == nullptr;
 }
 
 void Http2ServerStream::Encode100Continue() {
@@ -335,8 +409,8 @@ void Http2ServerStream::Encode100Continue() {
     return;
   }
   nghttp2_nv nv = Http2Nv(":status", "100");
-  nghttp2_submit_headers(codec_.session_, NGHTTP2_FLAG_NONE, id_, nullptr, &nv, 1, nullptr);
-  codec_.Wake();
+  nghttp2_submit_headers(codec_->session_, NGHTTP2_FLAG_NONE, id_, nullptr, &nv, 1, nullptr);
+  codec_->Wake();
 }
 
 void Http2ServerStream::EncodeHead(const ResponseHeaders& head, bool end_stream) {
@@ -372,15 +446,15 @@ void Http2ServerStream::EncodeHead(const ResponseHeaders& head, bool end_stream)
   }
   if (end_stream) {
     response_ = Response::kDone;
-    nghttp2_submit_response(codec_.session_, id_, nv.data(), nv.size(), nullptr);
+    nghttp2_submit_response(codec_->session_, id_, nv.data(), nv.size(), nullptr);
   } else {
     response_ = Response::kBody;
     nghttp2_data_provider provider;
     provider.source.ptr = this;
     provider.read_callback = Http2ServerCallbacks::ReadBody;
-    nghttp2_submit_response(codec_.session_, id_, nv.data(), nv.size(), &provider);
+    nghttp2_submit_response(codec_->session_, id_, nv.data(), nv.size(), &provider);
   }
-  codec_.Wake();
+  codec_->Wake();
 }
 
 void Http2ServerStream::EncodeBody(std::string_view data, bool end_stream) {
@@ -408,13 +482,13 @@ void Http2ServerStream::EncodeTrailers(std::string_view fields) {
 void Http2ServerStream::Resume() {
   if (deferred_) {
     deferred_ = false;
-    nghttp2_session_resume_data(codec_.session_, id_);
+    nghttp2_session_resume_data(codec_->session_, id_);
   }
-  codec_.Wake();
+  codec_->Wake();
 }
 
 void Http2ServerStream::CheckWatermark() {
-  const size_t limit = codec_.options_.http2.stream_buffer_bytes;
+  const size_t limit = codec_->options_.http2.stream_buffer_bytes;
   if (!above_watermark_ && out_body_.size() > limit) {
     above_watermark_ = true;
     if (decoder_ != nullptr) {
@@ -433,9 +507,9 @@ void Http2ServerStream::ResetStream() {
     return;
   }
   reset_by_us_ = true;
-  codec_.stats_.tx_reset.fetch_add(1, std::memory_order_relaxed);
-  nghttp2_submit_rst_stream(codec_.session_, NGHTTP2_FLAG_NONE, id_, NGHTTP2_INTERNAL_ERROR);
-  codec_.Wake();
+  codec_->stats_.tx_reset.fetch_add(1, std::memory_order_relaxed);
+  nghttp2_submit_rst_stream(codec_->session_, NGHTTP2_FLAG_NONE, id_, NGHTTP2_INTERNAL_ERROR);
+  codec_->Wake();
 }
 
 void Http2ServerStream::ReadDisable(bool disable) {
@@ -444,8 +518,8 @@ void Http2ServerStream::ReadDisable(bool disable) {
   }
   read_disabled_ = disable;
   if (!disable && (!pending_in_.empty() || pending_end_ || pending_trailers_)) {
-    codec_.resumed_.push_back(id_);
-    codec_.callbacks_.ScheduleDispatch();
+    codec_->resumed_.push_back(id_);
+    codec_->callbacks_.ScheduleDispatch();
   }
 }
 
@@ -702,7 +776,12 @@ void Http2ServerCodec::StreamClosed(Http2ServerStream& s, uint32_t /*error_code*
     s.head_pending_ = false;
     --heads_in_progress_;  // reset while its head was arriving
   }
-  streams_.erase(id);
+  if (auto it = streams_.find(id); it != streams_.end()) {
+    // Kept for the worker's next stream rather than freed (nothing holds it now: its
+    // exchange has been retired).
+    GiveSpareStream(std::move(it->second));
+    streams_.erase(it);
+  }
   if (premature_resets_ >= options_.http2.premature_reset_min &&
       premature_resets_ * 2 >= streams_started_ && !terminated_) {
     // Rapid reset: most streams are cancelled by the client before their response.

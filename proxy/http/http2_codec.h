@@ -63,7 +63,10 @@ class Http2ServerCodec;
 // One HTTP/2 stream of the server side: the response goes out through it.
 class Http2ServerStream final : public ResponseEncoder {
  public:
-  Http2ServerStream(Http2ServerCodec& codec, int32_t id) : codec_(codec), id_(id) {}
+  Http2ServerStream(Http2ServerCodec& codec, int32_t id) : codec_(&codec), id_(id) {}
+  // A closed stream made new for stream `id` of `codec`, keeping the memory of its strings
+  // and buffer (every member below goes back to its initial value).
+  void Reuse(Http2ServerCodec& codec, int32_t id);
 
   void Encode100Continue() override;
   void EncodeHead(const ResponseHeaders& head, bool end_stream) override;
@@ -85,7 +88,7 @@ class Http2ServerStream final : public ResponseEncoder {
   void Resume();
   void CheckWatermark();
 
-  Http2ServerCodec& codec_;
+  Http2ServerCodec* codec_;
   int32_t id_;
   RequestDecoder* decoder_ = nullptr;
 

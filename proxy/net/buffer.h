@@ -20,6 +20,7 @@ class Buffer {
   [[nodiscard]] std::string_view view() const { return {data_.get() + start_, end_ - start_}; }
   [[nodiscard]] size_t size() const { return end_ - start_; }
   [[nodiscard]] bool empty() const { return end_ == start_; }
+  [[nodiscard]] size_t capacity() const { return cap_; }
   void Append(std::string_view s);
   // Room for at least `n` more bytes at the end, to fill in place and then Commit().
   char* Prepare(size_t n) {

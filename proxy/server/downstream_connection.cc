@@ -84,6 +84,13 @@ DownstreamConnection::~DownstreamConnection() {
     codec_->OnConnectionClosed();
   }
   exchanges_.clear();
+  // Nothing of this connection is on the stack now: its finished exchanges can serve
+  // other connections.
+  if (ExchangePool* pool = context_.exchange_pool(); pool != nullptr) {
+    for (auto& e : retired_) {
+      pool->Give(std::move(e));
+    }
+  }
   retired_.clear();
 }
 
@@ -97,7 +104,10 @@ http::RequestDecoder& DownstreamConnection::NewStream(http::ResponseEncoder& enc
     // The codec starts a stream only after the previous one's calls have returned.
     exchange = std::move(retired_.back());
     retired_.pop_back();
-    exchange->Recycle(encoder);
+    exchange->Recycle(info_, encoder);
+  } else if (ExchangePool* pool = context_.exchange_pool();
+             pool != nullptr && (exchange = pool->Take()) != nullptr) {
+    exchange->Recycle(info_, encoder);
   } else {
     exchange = std::make_unique<Exchange>(context_, info_, encoder);
   }
@@ -212,9 +222,9 @@ void DownstreamConnection::RetireExchange(http::RequestDecoder& decoder) {
         // Its calls may be on the stack (HTTP/1): kept, for the next request, rather
         // than freed now.
         retired_.push_back(std::move(done));
-      } else {
+      } else if (ExchangePool* pool = context_.exchange_pool(); pool != nullptr) {
         // HTTP/2 only gets here, and it ends a stream outside the stream's own calls.
-        done.reset();
+        pool->Give(std::move(done));
       }
       return;
     }

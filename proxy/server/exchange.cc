@@ -227,7 +227,7 @@ void UpstreamRequest::OnUpstreamWatermark(bool above) { exchange_.OnUpstreamWate
 
 Exchange::Exchange(WorkerContext& context, const DownstreamInfo& downstream,
                    http::ResponseEncoder& encoder)
-    : context_(context), downstream_(downstream), encoder_(&encoder) {}
+    : context_(context), downstream_(&downstream), encoder_(&encoder) {}
 
 Exchange::~Exchange() {
   if (state_ != State::kComplete && state_ != State::kReset) {
@@ -240,7 +240,30 @@ Exchange::~Exchange() {
   try_.reset();
 }
 
-void Exchange::Recycle(http::ResponseEncoder& encoder) {
+void Exchange::Park() {
+  idle_timer_.Cancel();
+  unsent_.Release();
+  replay_.Release();
+}
+
+std::unique_ptr<Exchange> ExchangePool::Take() {
+  if (spare_.empty()) {
+    return nullptr;
+  }
+  std::unique_ptr<Exchange> e = std::move(spare_.back());
+  spare_.pop_back();
+  return e;
+}
+
+void ExchangePool::Give(std::unique_ptr<Exchange> exchange) {
+  if (spare_.size() < max_ && exchange->Reusable()) {
+    exchange->Park();
+    spare_.push_back(std::move(exchange));
+  }
+}
+
+void Exchange::Recycle(const DownstreamInfo& downstream, http::ResponseEncoder& encoder) {
+  downstream_ = &downstream;
   encoder_ = &encoder;
   state_ = State::kRouting;
   config_.reset();
@@ -431,8 +454,8 @@ void Exchange::DecodeHead(const http::RequestHead& req, size_t head_bytes, bool 
 bool Exchange::PhaseTarget(const http::RequestHead& req) {
   if (config_ != nullptr) {
     for (const auto& l : config_->listeners()) {
-      if (l.bind_port == downstream_.listener_bind_port &&
-          l.address == downstream_.listener_address) {
+      if (l.bind_port == downstream_->listener_bind_port &&
+          l.address == downstream_->listener_address) {
         listener_ = &l;
         break;
       }
@@ -502,12 +525,12 @@ bool Exchange::PhaseRoute(const http::RequestHead& req) {
     view.method = req.method;
     view.path = path_;
     view.query = query_.empty() ? std::string_view() : query_.substr(1);
-    view.scheme = downstream_.secure ? "https" : "http";
+    view.scheme = downstream_->secure ? "https" : "http";
     view.authority = authority_;
     view.port = listener_->port;
     view.header = &header_fn;
     const router::RouteTable* table =
-        downstream_.route_table != nullptr ? downstream_.route_table : listener_->route_table;
+        downstream_->route_table != nullptr ? downstream_->route_table : listener_->route_table;
     const router::VirtualHost* vh = table != nullptr ? table->FindVirtualHost(authority_) : nullptr;
     if (vh != nullptr) {
       for (const auto& r : vh->routes) {
@@ -555,7 +578,7 @@ bool Exchange::PhaseLocalReply(const http::RequestHead& req) {
   if (rp.has_redirect()) {
     std::string fields = "location: ";
     fields += policy::RedirectLocation(
-        rp.redirect(), downstream_.secure ? "https" : "http", authority_, path_,
+        rp.redirect(), downstream_->secure ? "https" : "http", authority_, path_,
         query_.empty() ? std::string_view() : query_.substr(1),
         route_->uri.is_prefix() ? std::string_view(route_->uri.value()) : std::string_view("/"));
     fields += "\r\n";
@@ -593,7 +616,7 @@ bool Exchange::PhasePickCluster(const http::RequestHead& req) {
         hash_key_.assign(h->value);
       }
     } else if (ch.has_use_source_ip()) {
-      hash_key_ = downstream_.peer;
+      hash_key_ = downstream_->peer;
     } else if (ch.has_http_cookie()) {
       if (const auto* h = req.Find("cookie")) {
         std::string_view c = h->value;
@@ -697,17 +720,17 @@ void Exchange::PhaseUpstreamHead(const http::RequestHead& req) {
   policy::AppendOps(&f, route_ops);
   policy::AppendOps(&f, target_ops);
   if (xff.empty()) {
-    http::AppendField(&f, "x-forwarded-for", downstream_.peer);
+    http::AppendField(&f, "x-forwarded-for", downstream_->peer);
   } else {
     std::string v(xff);
     v += ", ";
-    v += downstream_.peer;
+    v += downstream_->peer;
     http::AppendField(&f, "x-forwarded-for", v);
   }
-  http::AppendField(&f, "x-forwarded-proto", downstream_.secure ? "https" : "http");
-  if (downstream_.peer_certificate) {
+  http::AppendField(&f, "x-forwarded-proto", downstream_->secure ? "https" : "http");
+  if (downstream_->peer_certificate) {
     // Envoy's x-forwarded-client-cert for a verified client certificate (mutual TLS).
-    const auto& pc = *downstream_.peer_certificate;
+    const auto& pc = *downstream_->peer_certificate;
     std::string xfcc = "Hash=" + pc.sha256_hex + ";Subject=\"" + pc.subject + "\"";
     for (const auto& uri : pc.uri_sans) {
       xfcc += ";URI=" + uri;
@@ -817,10 +840,10 @@ void Exchange::StartTry() {
   const upstream::Endpoint* endpoint = nullptr;
   if (cluster_->original_destination) {
     // The captured connection's own destination (a sidecar's inbound traffic).
-    if (!downstream_.original_address.empty()) {
+    if (!downstream_->original_address.empty()) {
       auto& e = original_endpoint_;
-      e.address = downstream_.original_address;
-      e.port = downstream_.original_port;
+      e.address = downstream_->original_address;
+      e.port = downstream_->original_port;
       e.source_address = cluster_->source_address;
       e.key = e.address + ":" + std::to_string(e.port) +
               (e.source_address.empty() ? "" : "@" + e.source_address);
@@ -1425,7 +1448,7 @@ void Exchange::RecordTelemetry() {
   if (owner->metrics()) {
     tel->metrics.Record(destination, response_status_, flags, static_cast<double>(micros) / 1000.0,
                         rq_head_bytes_ + rq_body_bytes_, resp_head_bytes_ + resp_body_bytes_,
-                        downstream_.inbound || (cluster_ != nullptr && cluster_->inbound), grpc_,
+                        downstream_->inbound || (cluster_ != nullptr && cluster_->inbound), grpc_,
                         grpc_status_);
   }
   if (owner->access_log()) {

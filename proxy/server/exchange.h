@@ -114,9 +114,18 @@ class Exchange final : public http::RequestDecoder {
   Exchange(const Exchange&) = delete;
   Exchange& operator=(const Exchange&) = delete;
 
-  // Makes a finished exchange ready for the next request of its connection, keeping the
-  // memory of its strings and buffers.
-  void Recycle(http::ResponseEncoder& encoder);
+  // Makes a finished exchange ready for the next request of its connection (or, from the
+  // worker's ExchangePool, of another one), keeping the memory of its strings and buffers.
+  void Recycle(const DownstreamInfo& downstream, http::ResponseEncoder& encoder);
+  // Before it waits in a pool: frees its large buffers (request bytes kept for retries)
+  // and stops the stream idle timer (which an ended exchange leaves running).
+  void Park();
+  // Ended, with no try and no timer but the idle one left: safe to Park() and keep for
+  // another connection.
+  [[nodiscard]] bool Reusable() const {
+    return (state_ == State::kComplete || state_ == State::kReset) && try_ == nullptr &&
+           !route_timer_.armed() && !try_timer_.armed() && !wait_timer_.armed();
+  }
 
   [[nodiscard]] State state() const { return state_; }
   [[nodiscard]] const std::string& response_flags() const { return flags_; }
@@ -180,7 +189,7 @@ class Exchange final : public http::RequestDecoder {
   void ReleaseClusterHold();
 
   WorkerContext& context_;
-  const DownstreamInfo& downstream_;
+  const DownstreamInfo* downstream_;  // of the connection it serves now
   http::ResponseEncoder* encoder_;
   State state_ = State::kRouting;
   std::shared_ptr<const Config> config_;  // a request finishes on the config it started with
@@ -262,6 +271,24 @@ class Exchange final : public http::RequestDecoder {
   std::string tel_method_, tel_path_, tel_authority_, tel_user_agent_, tel_xff_, tel_request_id_;
   bool tracing_ = false;
   telemetry::TraceContext trace_;
+};
+
+// Finished exchanges a worker keeps for the streams of any of its connections, so that
+// HTTP/2 bursts (a hundred streams ending together, then a hundred starting) reuse them
+// instead of allocating each exchange and growing its strings again. Bounded: at most
+// `max` wait, with their large buffers freed.
+class ExchangePool {
+ public:
+  explicit ExchangePool(size_t max) : max_(max) {}
+  // A finished exchange to Recycle(), or null.
+  std::unique_ptr<Exchange> Take();
+  // Keeps `exchange` (finished, none of its calls on the stack), or frees it when full.
+  void Give(std::unique_ptr<Exchange> exchange);
+  [[nodiscard]] size_t size() const { return spare_.size(); }
+
+ private:
+  std::vector<std::unique_ptr<Exchange>> spare_;
+  size_t max_;
 };
 
 }  // namespace skiff::proxy

@@ -16,6 +16,7 @@
 #include "proxy/http/http1_codec.h"
 #include "proxy/net/event_loop.h"
 #include "proxy/net/listener.h"
+#include "proxy/server/exchange.h"
 #include "proxy/server/mirror.h"
 #include "proxy/server/options.h"
 #include "proxy/server/worker_context.h"
@@ -67,6 +68,7 @@ class Worker final : public WorkerContext {
   ShadowWriter& shadows() override { return mirrors_; }
   void ConnectionClosed(ActiveConnection* connection) override;
   void Adopt(std::unique_ptr<ActiveConnection> connection) override;
+  ExchangePool* exchange_pool() override { return &exchange_pool_; }
 
  private:
   class ListenerSlot;
@@ -90,6 +92,8 @@ class Worker final : public WorkerContext {
   MirrorWriter mirrors_;
   std::unordered_map<std::string, std::unique_ptr<ListenerSlot>> listeners_;  // by addr:port
   std::unordered_map<ActiveConnection*, std::unique_ptr<ActiveConnection>> connections_;
+  // Up to 256 finished exchanges for any connection's next stream (see ExchangePool).
+  ExchangePool exchange_pool_{256};
   telemetry::WorkerTelemetry* telemetry_ = nullptr;
   std::atomic<bool> drain_requested_{false};
   bool draining_ = false;

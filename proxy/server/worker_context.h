@@ -17,6 +17,7 @@
 namespace skiff::proxy {
 
 class ActiveConnection;
+class ExchangePool;
 
 class WorkerContext {
  public:
@@ -37,6 +38,8 @@ class WorkerContext {
   virtual void ConnectionClosed(ActiveConnection* connection) = 0;
   // Takes over a connection made by another one (a sniffer handing its socket on).
   virtual void Adopt(std::unique_ptr<ActiveConnection> connection) = 0;
+  // Finished exchanges shared by the worker's connections; null: none kept.
+  virtual ExchangePool* exchange_pool() { return nullptr; }
 };
 
 }  // namespace skiff::proxy

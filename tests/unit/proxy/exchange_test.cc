@@ -381,7 +381,7 @@ TEST_CASE("exchange: recycled for the next request with nothing left over") {
   h.Send(kGet);
   h.context.pool_.last().Respond(kOk);
   REQUIRE(h.exchange->state() == Exchange::State::kComplete);
-  h.exchange->Recycle(h.encoder);
+  h.exchange->Recycle(h.info, h.encoder);
   skiff::testing::FakeEncoder second;
   h.encoder = second;
   h.Send("GET /again HTTP/1.1\r\nHost: other\r\n\r\n");
