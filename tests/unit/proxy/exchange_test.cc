@@ -392,3 +392,43 @@ TEST_CASE("exchange: recycled for the next request with nothing left over") {
   CHECK(h.exchange->attempts() == 1);
   CHECK(h.exchange->response_flags().empty());
 }
+
+TEST_CASE("exchange pool: keeps ended exchanges - bounded - never a running one") {
+  ExchangeHarness done(Snapshot(Route("")));
+  ExchangeHarness running(Snapshot(Route("")));
+  ExchangeHarness another(Snapshot(Route("")));
+  skiff::proxy::ExchangePool pool(1);
+  done.Send(kGet);
+  done.context.pool_.last().Respond(kOk);
+  REQUIRE(done.exchange->state() == Exchange::State::kComplete);
+  CHECK(done.exchange->Reusable());
+  running.Send(kGet);  // waiting for the upstream's answer
+  CHECK_FALSE(running.exchange->Reusable());
+  pool.Give(std::move(running.exchange));  // freed, not kept
+  CHECK(pool.size() == 0);
+  pool.Give(std::move(done.exchange));
+  CHECK(pool.size() == 1);
+  another.Send(kGet);
+  another.context.pool_.last().Respond(kOk);
+  pool.Give(std::move(another.exchange));  // full
+  CHECK(pool.size() == 1);
+  // Taken for another connection of the same worker (the pool is per worker: `done`'s
+  // context): it serves a request there as a new exchange would.
+  std::unique_ptr<Exchange> reused = pool.Take();
+  REQUIRE(reused != nullptr);
+  CHECK(pool.Take() == nullptr);
+  skiff::proxy::DownstreamInfo info = done.info;
+  info.peer = "10.0.0.77";
+  skiff::testing::FakeEncoder encoder;  // the new stream's
+  reused->Recycle(info, encoder);
+  skiff::testing::ParsedRequest req(kGet);
+  reused->DecodeHead(req.head(), req.head_bytes, req.end_stream());
+  done.context.dispatcher_.RunDeferred();
+  REQUIRE(done.context.pool_.requests == 2);
+  CHECK(done.context.pool_.last().head.fields.find("x-forwarded-for: 10.0.0.77\r\n") !=
+        std::string::npos);
+  done.context.pool_.last().Respond(kOk);
+  CHECK(reused->state() == Exchange::State::kComplete);
+  CHECK(encoder.status == 200);
+  CHECK(encoder.body == "ok");
+}
