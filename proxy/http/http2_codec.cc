@@ -96,7 +96,9 @@ bool IsConnectionSpecific(std::string_view lower) {
 
 }  // namespace
 
-void FieldsToHttp2(std::string_view fields, std::vector<std::pair<std::string, std::string>>* out) {
+void FieldsToNv(std::string_view fields, std::string* names, std::vector<nghttp2_nv>* nv) {
+  names->clear();
+  names->reserve(fields.size());  // the names are shorter than the lines
   while (!fields.empty()) {
     size_t eol = fields.find("\r\n");
     std::string_view line = fields.substr(0, eol);
@@ -105,12 +107,11 @@ void FieldsToHttp2(std::string_view fields, std::vector<std::pair<std::string, s
     if (colon == std::string_view::npos || colon == 0) {
       continue;
     }
-    std::string name(line.substr(0, colon));
-    for (char& c : name) {
-      if (c >= 'A' && c <= 'Z') {
-        c = static_cast<char>(c - 'A' + 'a');
-      }
+    const size_t at = names->size();
+    for (char c : line.substr(0, colon)) {
+      names->push_back(c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c);
     }
+    std::string_view name(names->data() + at, colon);
     std::string_view value = line.substr(colon + 1);
     while (!value.empty() && (value.front() == ' ' || value.front() == '\t')) {
       value.remove_prefix(1);
@@ -118,10 +119,12 @@ void FieldsToHttp2(std::string_view fields, std::vector<std::pair<std::string, s
     while (!value.empty() && (value.back() == ' ' || value.back() == '\t')) {
       value.remove_suffix(1);
     }
-    if (IsConnectionSpecific(name) && !(name == "te" && value == "trailers")) {
+    if ((IsConnectionSpecific(name) && !(name == "te" && value == "trailers")) ||
+        name == "content-length") {
+      names->resize(at);
       continue;
     }
-    out->emplace_back(std::move(name), std::string(value));
+    nv->push_back(Http2Nv(name, value));
   }
 }
 
@@ -362,13 +365,9 @@ struct Http2ServerCallbacks {
       s->response_ = Http2ServerStream::Response::kDone;
       if (s->out_trailers_) {
         *data_flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
-        std::vector<std::pair<std::string, std::string>> fields;
-        FieldsToHttp2(s->out_trailer_fields_, &fields);
+        std::string names;
         std::vector<nghttp2_nv> nv;
-        nv.reserve(fields.size());
-        for (const auto& [k, v] : fields) {
-          nv.push_back(Http2Nv(k, v));
-        }
+        FieldsToNv(s->out_trailer_fields_, &names, &nv);
         nghttp2_submit_trailer(session, stream_id, nv.data(), nv.size());
       }
     } else if (n == 0) {
@@ -420,26 +419,22 @@ void Http2ServerStream::EncodeHead(const ResponseHeaders& head, bool end_stream)
   char status[4];
   int code = std::clamp(head.status, 100, 999);
   auto r = std::to_chars(status, status + sizeof status, code);
-  std::vector<std::pair<std::string, std::string>> fields;
-  fields.reserve(16);
-  FieldsToHttp2(head.fields, &fields);
   char length[24];
   std::string_view length_view;
   if (head.content_length && code != 204 && code != 304 && code >= 200) {
     auto l = std::to_chars(length, length + sizeof length, *head.content_length);
     length_view = std::string_view(length, static_cast<size_t>(l.ptr - length));
   }
-  std::vector<nghttp2_nv> nv;
-  nv.reserve(fields.size() + 2);
+  // The codec's scratch: nghttp2 copies the fields before submit returns.
+  std::vector<nghttp2_nv>& nv = codec_->nv_;
+  nv.clear();
   nv.push_back(Http2Nv(":status", std::string_view(status, static_cast<size_t>(r.ptr - status))));
-  head_bytes_ = 7 + 3;
-  for (const auto& [k, v] : fields) {
-    if (k == "content-length") {
-      continue;  // the codec's own, from the framing
-    }
-    nv.push_back(Http2Nv(k, v));
-    head_bytes_ += k.size() + v.size() + 4;
+  FieldsToNv(head.fields, &codec_->nv_names_, &nv);
+  head_bytes_ = 0;
+  for (const auto& f : nv) {
+    head_bytes_ += f.namelen + f.valuelen + 4;
   }
+  head_bytes_ -= 4;  // ":status" and its code count without a separator
   if (!length_view.empty()) {
     nv.push_back(Http2Nv("content-length", length_view));
     head_bytes_ += 16 + length_view.size();

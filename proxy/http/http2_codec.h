@@ -42,9 +42,13 @@ struct Http2Stats {
   std::atomic<uint64_t> flow_control_paused{0};  // streams whose window stopped the body
 };
 
-// Splits "name: value\r\n" field lines (the codec interfaces' form) into pairs, names
-// lower-cased, dropping HTTP/1 connection-specific fields, which HTTP/2 forbids.
-void FieldsToHttp2(std::string_view fields, std::vector<std::pair<std::string, std::string>>* out);
+// Adds to *nv the fields of "name: value\r\n" lines (the codec interfaces' form), dropping
+// HTTP/1 connection-specific fields, which HTTP/2 forbids (te: trailers stays), and
+// content-length (each caller sets its own from the framing). Names are lower-cased into
+// *names, which is cleared and reserved here so that the pointers into it stay valid;
+// values point into `fields`. Both must outlive the submit call; no allocation once
+// *names and *nv have grown.
+void FieldsToNv(std::string_view fields, std::string* names, std::vector<nghttp2_nv>* nv);
 
 // A name/value pair for nghttp2 pointing into `name` and `value` (which must outlive the
 // submit call), for both the server codec and the upstream HTTP/2 connections.
@@ -166,6 +170,9 @@ class Http2ServerCodec final : public ServerCodec {
   const ServerCodecOptions& options_;
   Http2Stats& stats_;
   nghttp2_session* session_ = nullptr;
+  // Scratch for a response head's fields (names lower-cased), reused by every stream.
+  std::vector<nghttp2_nv> nv_;
+  std::string nv_names_;
   std::unordered_map<int32_t, std::unique_ptr<Http2ServerStream>> streams_;
   std::vector<int32_t> resumed_;  // streams whose exchange asked for their body again
   uint32_t active_ = 0;           // streams with an exchange

@@ -222,13 +222,9 @@ struct Http2ClientCallbacks {
       *data_flags |= NGHTTP2_DATA_FLAG_EOF;
       if (s->has_trailers_) {
         *data_flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
-        std::vector<std::pair<std::string, std::string>> fields;
-        http::FieldsToHttp2(s->trailer_fields_, &fields);
+        std::string names;
         std::vector<nghttp2_nv> nv;
-        nv.reserve(fields.size());
-        for (const auto& [k, v] : fields) {
-          nv.push_back(http::Http2Nv(k, v));
-        }
+        http::FieldsToNv(s->trailer_fields_, &names, &nv);
         nghttp2_submit_trailer(session, stream_id, nv.data(), nv.size());
       }
     } else if (n == 0) {
@@ -443,26 +439,20 @@ Http2UpstreamStream* Http2UpstreamConnection::NewStream() {
 
 void Http2UpstreamConnection::Submit(Http2UpstreamStream& s, const http::RequestHeaders& head,
                                      bool end_stream) {
-  std::vector<std::pair<std::string, std::string>> fields;
-  fields.reserve(16);
-  http::FieldsToHttp2(head.fields, &fields);
   char length[24];
   std::string_view length_view;
   if (head.has_body && head.content_length) {
     auto l = std::to_chars(length, length + sizeof length, *head.content_length);
     length_view = std::string_view(length, static_cast<size_t>(l.ptr - length));
   }
-  std::vector<nghttp2_nv> nv;
-  nv.reserve(fields.size() + 5);
+  // The connection's scratch: nghttp2 copies the fields before submit returns.
+  std::vector<nghttp2_nv>& nv = nv_;
+  nv.clear();
   nv.push_back(http::Http2Nv(":method", head.method));
   nv.push_back(http::Http2Nv(":scheme", secure_ ? "https" : "http"));
   nv.push_back(http::Http2Nv(":authority", head.authority));
   nv.push_back(http::Http2Nv(":path", head.path.empty() ? std::string_view("/") : head.path));
-  for (const auto& [k, v] : fields) {
-    if (k != "content-length") {
-      nv.push_back(http::Http2Nv(k, v));
-    }
-  }
+  http::FieldsToNv(head.fields, &nv_names_, &nv);
   if (!length_view.empty()) {
     nv.push_back(http::Http2Nv("content-length", length_view));
   }

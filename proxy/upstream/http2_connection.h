@@ -127,6 +127,9 @@ class Http2UpstreamConnection final : public net::IoHandler {
   bool secure_;
   bool counted_ = true;
   nghttp2_session* session_ = nullptr;
+  // Scratch for a request head's fields (names lower-cased), reused by every stream.
+  std::vector<nghttp2_nv> nv_;
+  std::string nv_names_;
   net::Buffer in_;
   net::Buffer out_;
   std::vector<std::unique_ptr<Http2UpstreamStream>> streams_;  // live, by creation
