@@ -108,10 +108,12 @@ void FieldsToNv(std::string_view fields, std::string* names, std::vector<nghttp2
       continue;
     }
     const size_t at = names->size();
-    for (char c : line.substr(0, colon)) {
-      names->push_back(c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c);
+    names->append(line.data(), colon);  // within the reserve: no reallocation
+    char* lower = names->data() + at;
+    for (size_t i = 0; i < colon; ++i) {
+      lower[i] = static_cast<char>(lower[i] | ((lower[i] >= 'A' && lower[i] <= 'Z') ? 0x20 : 0));
     }
-    std::string_view name(names->data() + at, colon);
+    std::string_view name(lower, colon);
     std::string_view value = line.substr(colon + 1);
     while (!value.empty() && (value.front() == ' ' || value.front() == '\t')) {
       value.remove_prefix(1);
