@@ -232,8 +232,8 @@ void Builder::AddSniRoutes(uint32_t port, const Bound& b, v1::FilterChain* fc) {
         for (const std::string* h : accepted_hosts) {
           sr->add_sni_hosts(*h);
         }
-        // One cluster per SNI route: the destination with the largest weight (the first
-        // of equals); weighted TCP splitting is not served.
+        // `cluster`: the destination with the largest weight (the first of equals); with
+        // several, each connection picks one by weight.
         const api::RouteDestination* best = &route.route[0];
         for (const auto& rd : route.route) {
           if (rd.weight > best->weight) {
@@ -241,6 +241,13 @@ void Builder::AddSniRoutes(uint32_t port, const Bound& b, v1::FilterChain* fc) {
           }
         }
         SetDestinationCluster(best->destination, vs_ns, port, sr->mutable_cluster());
+        if (route.route.size() > 1) {
+          for (const auto& rd : route.route) {
+            auto* wc = sr->add_clusters();
+            SetDestinationCluster(rd.destination, vs_ns, port, wc->mutable_cluster());
+            wc->set_weight(static_cast<uint32_t>(rd.weight));
+          }
+        }
       }
     }
   }

@@ -526,6 +526,20 @@ std::shared_ptr<const Config> Config::Build(v1::Snapshot snapshot,
                      r.cluster() + "\" does not exist";
             return nullptr;
           }
+          for (int wi = 0; wi < r.clusters_size(); ++wi) {
+            const auto& wc = r.clusters(wi);
+            const upstream::Cluster* c = cfg->FindCluster(wc.cluster());
+            if (c == nullptr && strict_references) {
+              *error = at + ".sni_routes[" + std::to_string(ri) + "].clusters[" +
+                       std::to_string(wi) + "].cluster: cluster \"" + wc.cluster() +
+                       "\" does not exist";
+              return nullptr;
+            }
+            if (c != nullptr && wc.weight() > 0) {
+              route.weighted.emplace_back(c, wc.weight());
+              route.total_weight += wc.weight();
+            }
+          }
           chain.sni_routes.push_back(std::move(route));
         }
       }

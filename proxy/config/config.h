@@ -43,6 +43,9 @@ struct FilterChainConfig {
   struct SniRoute {
     std::vector<std::string> exact, suffixes;
     const upstream::Cluster* cluster = nullptr;
+    // Several destinations: (cluster, weight), a connection's pick drawn over total_weight.
+    std::vector<std::pair<const upstream::Cluster*, uint32_t>> weighted;
+    uint64_t total_weight = 0;
   };
   std::vector<SniRoute> sni_routes;
 };

@@ -90,7 +90,22 @@ void TlsInspector::HandOff(const std::string& sni) {
         match = match ||
                 (sni.size() > s.size() && sni.compare(sni.size() - s.size(), s.size(), s) == 0);
       }
-      if (match && r.cluster != nullptr) {
+      if (!match) {
+        continue;
+      }
+      if (r.total_weight > 0) {
+        // Weighted destinations: this connection's share.
+        uint64_t pick = context_.NextRandom() % r.total_weight;
+        for (const auto& [c, w] : r.weighted) {
+          if (pick < w) {
+            cluster = c;
+            break;
+          }
+          pick -= w;
+        }
+        break;
+      }
+      if (r.cluster != nullptr) {
         cluster = r.cluster;
         break;
       }

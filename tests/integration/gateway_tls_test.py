@@ -63,7 +63,7 @@ def generic_secret(name, leaf, ca):
                                       "cacert": open(ca["crt"]).read()}})
 
 
-def config(up, backend, pass_port, mtls_backend):
+def config(up, backend, pass_port, mtls_backend, pass_b):
     return f"""apiVersion: networking.istio.io/v1
 kind: Gateway
 metadata: {{name: gw, namespace: shop}}
@@ -116,7 +116,9 @@ spec:
   gateways: [gw]
   tls:
   - match: [{{sniHosts: [pass.example]}}]
-    route: [{{destination: {{host: passthrough}}}}]
+    route:
+    - {{destination: {{host: passthrough}}, weight: 50}}
+    - {{destination: {{host: passthrough-b}}, weight: 50}}
 ---
 apiVersion: networking.istio.io/v1
 kind: DestinationRule
@@ -148,6 +150,7 @@ spec:
     hosts: ["*"]
 """ + "".join(service(n, p) for n, p in (("echo", up), ("backend", backend),
                                           ("passthrough", pass_port),
+                                          ("passthrough-b", pass_b),
                                           ("backend-mtls", mtls_backend)))
 
 
@@ -250,11 +253,14 @@ def main():
         pass_port = free_port()
         tt.start([sys.executable, os.path.join(HERE, "tls_backend.py"), str(pass_port),
                   "passthrough", certs.passthrough["crt"], certs.passthrough["key"]])
+        pass_b = free_port()
+        tt.start([sys.executable, os.path.join(HERE, "tls_backend.py"), str(pass_b),
+                  "passthrough-b", certs.passthrough["crt"], certs.passthrough["key"]])
         mtls_backend = free_port()
         tt.start([sys.executable, os.path.join(HERE, "tls_backend.py"), str(mtls_backend),
                   "backend-mtls", certs.backend["crt"], certs.backend["key"], certs.ca["crt"]])
         cfg = tempfile.mkdtemp(prefix="skiff-gw-tls-config-")
-        xt.write(os.path.join(cfg, "gateway.yaml"), config(up, backend, pass_port, mtls_backend))
+        xt.write(os.path.join(cfg, "gateway.yaml"), config(up, backend, pass_port, mtls_backend, pass_b))
         secrets = {
             "default-cert": tls_secret("default-cert", certs.default),
             "shop-cert": tls_secret("shop-cert", certs.shop),
@@ -352,6 +358,16 @@ def run_checks(op, gw, other, delta, cfg, certs, up):
     code, body, err = tt.curl(https, "pass.example", "/p")
     check("PASSTHROUGH: curl https://pass.example -> the backend answers with the SNI",
           code == 200 and json.loads(body).get("sni") == "pass.example", (code, body, err))
+    # Two destinations of weight 50: each connection goes to one of them. 60 connections:
+    # mean 30 each, sd 3.9; 5 sd bounds.
+    servers = {}
+    for _ in range(60):
+        code, body, err = tt.curl(https, "pass.example", "/w")
+        name = json.loads(body).get("server") if code == 200 else f"error {code}"
+        servers[name] = servers.get(name, 0) + 1
+    check("PASSTHROUGH with weights 50/50: connections split between the two backends "
+          "(each 11..49 of 60)", set(servers) == {"passthrough", "passthrough-b"} and
+          all(11 <= n <= 49 for n in servers.values()), servers)
 
     # Upstream TLS from the DestinationRule (SIMPLE, CA from a Secret, sni).
     code, body, err = tt.curl(https, "shop.example", "/to-backend")
