@@ -130,6 +130,13 @@ void FieldsToNv(std::string_view fields, std::string* names, std::vector<nghttp2
   }
 }
 
+void SubmitTrailers(nghttp2_session* session, int32_t id, std::string_view fields) {
+  std::string names;
+  std::vector<nghttp2_nv> nv;
+  FieldsToNv(fields, &names, &nv);
+  nghttp2_submit_trailer(session, id, nv.data(), nv.size());
+}
+
 // ---- nghttp2 callbacks -------------------------------------------------------------------
 
 struct Http2ServerCallbacks {
@@ -367,10 +374,7 @@ struct Http2ServerCallbacks {
       s->response_ = Http2ServerStream::Response::kDone;
       if (s->out_trailers_) {
         *data_flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
-        std::string names;
-        std::vector<nghttp2_nv> nv;
-        FieldsToNv(s->out_trailer_fields_, &names, &nv);
-        nghttp2_submit_trailer(session, stream_id, nv.data(), nv.size());
+        SubmitTrailers(session, stream_id, s->out_trailer_fields_);
       }
     } else if (n == 0) {
       s->deferred_ = true;

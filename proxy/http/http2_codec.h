@@ -50,6 +50,10 @@ struct Http2Stats {
 // *names and *nv have grown.
 void FieldsToNv(std::string_view fields, std::string* names, std::vector<nghttp2_nv>* nv);
 
+// Submits "name: value\r\n" lines as the trailers of stream `id` (the server's response or
+// a client's request); for the rare path, so its scratch is local.
+void SubmitTrailers(nghttp2_session* session, int32_t id, std::string_view fields);
+
 // A name/value pair for nghttp2 pointing into `name` and `value` (which must outlive the
 // submit call), for both the server codec and the upstream HTTP/2 connections.
 inline nghttp2_nv Http2Nv(std::string_view name, std::string_view value) {

@@ -222,10 +222,7 @@ struct Http2ClientCallbacks {
       *data_flags |= NGHTTP2_DATA_FLAG_EOF;
       if (s->has_trailers_) {
         *data_flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
-        std::string names;
-        std::vector<nghttp2_nv> nv;
-        http::FieldsToNv(s->trailer_fields_, &names, &nv);
-        nghttp2_submit_trailer(session, stream_id, nv.data(), nv.size());
+        http::SubmitTrailers(session, stream_id, s->trailer_fields_);
       }
     } else if (n == 0) {
       s->deferred_ = true;
