@@ -39,7 +39,6 @@ const std::set<std::string, std::less<>> kGrpcCodes = {
 const std::set<std::string, std::less<>> kHttpMethods = {
     "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"};
 
-
 }  // namespace
 
 // An authority as "host[:port]": a registered name or IPv4 address, or "[IPv6]".
@@ -600,7 +599,6 @@ CorsPolicy DecodeCors(const nlohmann::json& j, const std::string& path, Messages
   }
   return c;
 }
-
 
 }  // namespace
 

@@ -1,7 +1,5 @@
 // Exchange, part 3: the response (head, body, trailers, tunnels, watermarks), local replies
 // and gRPC errors, and what is counted, logged and traced when the exchange ends.
-#include "proxy/server/exchange.h"
-
 #include <charconv>
 
 #include "proxy/http/grpc.h"
@@ -9,6 +7,7 @@
 #include "proxy/http/http1_codec.h"
 #include "proxy/policy/cors.h"
 #include "proxy/policy/header_ops.h"
+#include "proxy/server/exchange.h"
 #include "proxy/server/local_replies.h"
 #include "proxy/upstream/cluster_state.h"
 

@@ -1,8 +1,7 @@
 // Exchange, part 2: one UpstreamRequest per try, and the tries: start, send, fail, retry,
 // time out, mirror.
-#include "proxy/server/exchange.h"
-
 #include "proxy/http/headers.h"
+#include "proxy/server/exchange.h"
 #include "proxy/server/local_replies.h"
 #include "proxy/upstream/cluster_state.h"
 
