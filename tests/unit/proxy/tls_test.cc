@@ -4,8 +4,10 @@
 #include <fcntl.h>
 #include <openssl/ec.h>
 #include <openssl/pem.h>
+#include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <catch2/catch.hpp>
 
@@ -142,6 +144,91 @@ TEST_CASE("tls: a handshake over a socketpair, ALPN, then data both ways") {
     s->Read(&s_in, &filled);
   }
   CHECK(s_in.view() == "GET / HTTP/1.1\r\n\r\n");
+}
+
+// A stock OpenSSL client (its default TLS 1.3 suite order puts AES-256-GCM-SHA384 first)
+// against the server transport over a socketpair; counts the session tickets it receives.
+struct StockClient {
+  explicit StockClient(SSL_CTX* ctx, int fd) : ssl(SSL_new(ctx)) {
+    SSL_set_fd(ssl, fd);
+    SSL_set_connect_state(ssl);
+    SSL_set_tlsext_host_name(ssl, "shop.example");
+  }
+  ~StockClient() {
+    SSL_shutdown(ssl);  // else OpenSSL marks the connection's sessions not resumable
+    SSL_free(ssl);
+  }
+  // Drives both ends: the handshake, then reads what the server sends after it (tickets).
+  bool Run(TlsTransport& server) {
+    Buffer none, in;
+    bool done = false;
+    for (int i = 0; i < 100; ++i) {
+      bool filled = false;
+      if (!done) {
+        done = SSL_do_handshake(ssl) == 1;
+      } else {
+        char b[64];
+        SSL_read(ssl, b, sizeof b);
+      }
+      if (server.Read(&in, &filled) == -2) {
+        return false;
+      }
+    }
+    return done && server.handshake_done();
+  }
+  SSL* ssl;
+};
+
+int g_tickets = 0;
+SSL_SESSION* g_session = nullptr;
+
+int CountTicket(SSL* /*ssl*/, SSL_SESSION* session) {
+  ++g_tickets;
+  if (g_session != nullptr) {
+    SSL_SESSION_free(g_session);
+  }
+  g_session = session;
+  return 1;  // keeps the reference
+}
+
+TEST_CASE("tls: TLS 1.3 picks AES-128-GCM-SHA256 and sends one session ticket that resumes") {
+  KeyPair server = MakeCert("shop.example", {"DNS:shop.example"});
+  std::string error;
+  skiff::net::TlsServerOptions so;
+  so.certificate_chain = server.cert;
+  so.private_key = server.key;
+  auto sctx = TlsContext::Server(so, &error);
+  INFO(error);
+  REQUIRE(sctx);
+  SSL_CTX* cctx = SSL_CTX_new(TLS_client_method());
+  SSL_CTX_set_session_cache_mode(cctx, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
+  SSL_CTX_sess_set_new_cb(cctx, CountTicket);
+  g_tickets = 0;
+  for (int round = 0; round < 2; ++round) {
+    INFO("connection " << round + 1);
+    auto [sfd, cfd] = SocketPair();
+    auto s = TlsTransport::Server(sfd, sctx, {});
+    struct Fd {
+      int fd;
+      ~Fd() { ::close(fd); }
+    } client_fd{cfd};
+    StockClient c(cctx, cfd);
+    if (round == 1) {
+      REQUIRE(g_session != nullptr);
+      SSL_set_session(c.ssl, g_session);
+    }
+    REQUIRE(c.Run(*s));
+    CHECK(std::string(SSL_get_version(c.ssl)) == "TLSv1.3");
+    CHECK(std::string(SSL_CIPHER_get_name(SSL_get_current_cipher(c.ssl))) ==
+          "TLS_AES_128_GCM_SHA256");
+    CHECK(SSL_session_reused(c.ssl) == (round == 1 ? 1 : 0));
+    CHECK(g_tickets == round + 1);  // one ticket per handshake, a resumed one too
+  }
+  if (g_session != nullptr) {
+    SSL_SESSION_free(g_session);
+    g_session = nullptr;
+  }
+  SSL_CTX_free(cctx);
 }
 
 TEST_CASE("tls: a client certificate is required for MUTUAL and checked against the SANs") {
