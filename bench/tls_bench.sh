@@ -16,8 +16,12 @@
 #   BENCH_THREADS      wrk threads (default 1)
 #   BENCH_KEYS         key types (default "ecdsa rsa")
 #   BENCH_PROXIES      servers (default "skiff nginx haproxy")
-#   BENCH_TLS_VERSION  1.2 (default: one TLS 1.2 cipher suite for all) or 1.3 (their
-#                      default TLS 1.3 suites)
+#   BENCH_ROUNDS       rounds (default 3): each round measures every server once, the order
+#                      rotating from round to round; the report gives each figure's median
+#   BENCH_TLS_VERSION  1.2 (default: one TLS 1.2 cipher suite for all) or 1.3 (TLS 1.3 with
+#                      skiff's suite order, AES-128-GCM-SHA256 first, given to every server;
+#                      session tickets stay each server's default: skiff sends one per
+#                      handshake, nginx and haproxy OpenSSL's two)
 #   BENCH_NO_INSTALL=1 never apt-get install missing packages
 #   BENCH_KEEP=1       keep the temp dir (configs, logs, wrk output)
 set -euo pipefail
@@ -32,6 +36,7 @@ BENCH_THREADS="${BENCH_THREADS:-1}"
 BENCH_KEYS="${BENCH_KEYS:-ecdsa rsa}"
 BENCH_PROXIES="${BENCH_PROXIES:-skiff nginx haproxy}"
 BENCH_TLS_VERSION="${BENCH_TLS_VERSION:-1.2}"
+BENCH_ROUNDS="${BENCH_ROUNDS:-3}"
 START_TIMEOUT_S=5
 # shellcheck source=bench/lib.sh
 source "$ROOT/bench/lib.sh"
@@ -80,6 +85,9 @@ openssl req -x509 -newkey rsa:2048 -nodes -keyout "$T/certs/rsa.key" -out "$T/ce
   >/dev/null 2>&1 || die "openssl (RSA) failed"
 for k in ecdsa rsa; do cat "$T/certs/$k.crt" "$T/certs/$k.key" >"$T/certs/$k.pem"; done
 
+# skiff's TLS 1.3 order (BoringSSL's, as Envoy negotiates), for every server in 1.3 mode.
+TLS13_SUITES="TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256"
+
 cipher_of() { # KEY: the one TLS 1.2 suite every server is given
   [[ "$1" == ecdsa ]] && echo ECDHE-ECDSA-AES128-GCM-SHA256 || echo ECDHE-RSA-AES128-GCM-SHA256
 }
@@ -115,7 +123,7 @@ write_nginx_tls() { # DIR KEY PORT
   if [[ "$BENCH_TLS_VERSION" == 1.2 ]]; then
     ssl="ssl_protocols TLSv1.2; ssl_ciphers $(cipher_of "$key"); ssl_prefer_server_ciphers on;"
   else
-    ssl="ssl_protocols TLSv1.2 TLSv1.3;"
+    ssl="ssl_protocols TLSv1.2 TLSv1.3; ssl_prefer_server_ciphers on; ssl_conf_command Ciphersuites $TLS13_SUITES;"
   fi
   {
     nginx_common "$d"
@@ -153,7 +161,7 @@ write_haproxy_tls() { # DIR KEY PORT
   if [[ "$BENCH_TLS_VERSION" == 1.2 ]]; then
     ssl="ssl-min-ver TLSv1.2 ssl-max-ver TLSv1.2 ciphers $(cipher_of "$key")"
   else
-    ssl="ssl-min-ver TLSv1.2"
+    ssl="ssl-min-ver TLSv1.2 ciphersuites $TLS13_SUITES"
   fi
   cat >"$d/haproxy.cfg" <<EOF
 global
@@ -217,8 +225,8 @@ measure() {
     return 1
   fi
   local proto
-  proto="$(openssl s_client -connect "127.0.0.1:$port" -servername bench.example </dev/null \
-    2>/dev/null | sed -n 's/^ *\(Protocol\|Cipher\) *: *//p' | tr '\n' ' ')"
+  proto="$(openssl s_client -brief -connect "127.0.0.1:$port" -servername bench.example \
+    </dev/null 2>&1 | sed -n 's/^\(Protocol version\|Ciphersuite\): *//p' | tr '\n' ' ')"
   log "$name ($key): negotiated $proto; warm-up $BENCH_WARMUP"
   run_wrk "$port" "$BENCH_WARMUP" "$d/wrk-warmup.txt" || true
   local mode cpu0 cpu1 requests secs p50 p99 errors
@@ -250,59 +258,77 @@ EOF
   stop_proc "$pid"
 }
 
-for key in $BENCH_KEYS; do
-  for p in $BENCH_PROXIES; do
-    st="$(proc_state "$UP_PID")"
-    [[ -n "$st" && "$st" != Z ]] || die "the upstream nginx (pid $UP_PID) died"
-    d="$T/$p-$key"
-    mkdir -p "$d"
-    port="$(helper ports 1)"
-    case "$p" in
-    skiff)
-      write_skiff "$d" "$key" "$port"
-      if ! out="$("$SKIFF_PROXY" --bootstrap "$d/snapshot.json" --check 2>&1)"; then
-        log "skiff ($key): --check rejects the snapshot: $out"
-        printf 'skiff\t%s\tfailed\t%s\n' "$key" "--check rejects the snapshot" >>"$RESULTS"
-        continue
-      fi
-      start_server "skiff ($key)" "$d" "$SKIFF_PROXY" --bootstrap "$d/snapshot.json" \
-        --concurrency 1 --port-map "443=$port" --admin-port 0 --stats-port 0 \
-        --readiness-port 0
-      measure skiff "$key" "$CUR_PID" "$port" "$d" || true
-      ;;
-    nginx)
-      write_nginx_tls "$d" "$key" "$port"
-      start_server "nginx ($key)" "$d" "$NGINX" -p "$d" -c "$d/nginx.conf"
-      measure nginx "$key" "$CUR_PID" "$port" "$d" || SETUP_FAILED=1
-      ;;
-    haproxy)
-      write_haproxy_tls "$d" "$key" "$port"
-      start_server "haproxy ($key)" "$d" "$HAPROXY" -db -f "$d/haproxy.cfg"
-      measure haproxy "$key" "$CUR_PID" "$port" "$d" || SETUP_FAILED=1
-      ;;
-    esac
+[[ "$BENCH_ROUNDS" =~ ^[1-9][0-9]?$ ]] || die "BENCH_ROUNDS must be 1..99"
+read -ra PROXY_LIST <<<"$BENCH_PROXIES"
+for ((round = 1; round <= BENCH_ROUNDS; round++)); do
+  for key in $BENCH_KEYS; do
+    # The order rotates each round, so no server always runs first (or last) on a machine
+    # that warms up or cools down.
+    n=${#PROXY_LIST[@]}
+    order=()
+    for ((i = 0; i < n; i++)); do order+=("${PROXY_LIST[$(((i + round - 1) % n))]}"); done
+    for p in "${order[@]}"; do
+      st="$(proc_state "$UP_PID")"
+      [[ -n "$st" && "$st" != Z ]] || die "the upstream nginx (pid $UP_PID) died"
+      log "round $round/$BENCH_ROUNDS: $p ($key)"
+      d="$T/$p-$key-$round"
+      mkdir -p "$d"
+      port="$(helper ports 1)"
+      case "$p" in
+      skiff)
+        write_skiff "$d" "$key" "$port"
+        if ! out="$("$SKIFF_PROXY" --bootstrap "$d/snapshot.json" --check 2>&1)"; then
+          log "skiff ($key): --check rejects the snapshot: $out"
+          printf 'skiff\t%s\tfailed\t%s\n' "$key" "--check rejects the snapshot" >>"$RESULTS"
+          continue
+        fi
+        start_server "skiff ($key)" "$d" "$SKIFF_PROXY" --bootstrap "$d/snapshot.json" \
+          --concurrency 1 --port-map "443=$port" --admin-port 0 --stats-port 0 \
+          --readiness-port 0
+        measure skiff "$key" "$CUR_PID" "$port" "$d" || true
+        ;;
+      nginx)
+        write_nginx_tls "$d" "$key" "$port"
+        start_server "nginx ($key)" "$d" "$NGINX" -p "$d" -c "$d/nginx.conf"
+        measure nginx "$key" "$CUR_PID" "$port" "$d" || SETUP_FAILED=1
+        ;;
+      haproxy)
+        write_haproxy_tls "$d" "$key" "$port"
+        start_server "haproxy ($key)" "$d" "$HAPROXY" -db -f "$d/haproxy.cfg"
+        measure haproxy "$key" "$CUR_PID" "$port" "$d" || SETUP_FAILED=1
+        ;;
+      esac
+    done
   done
 done
 
 echo
 echo "TLS benchmark: $(date -u +%Y-%m-%dT%H:%M:%SZ), $(nproc) CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "wrk -t$BENCH_THREADS -c$BENCH_CONNECTIONS -d$BENCH_DURATION per measurement, one worker per server; TLS $BENCH_TLS_VERSION$([[ "$BENCH_TLS_VERSION" == 1.2 ]] && echo ", ECDHE-{ECDSA,RSA}-AES128-GCM-SHA256 only"); 100-byte body from an nginx upstream on 127.0.0.1:$UP_PORT"
+echo "wrk -t$BENCH_THREADS -c$BENCH_CONNECTIONS -d$BENCH_DURATION per measurement, $BENCH_ROUNDS rounds (medians), one worker per server; TLS $BENCH_TLS_VERSION$([[ "$BENCH_TLS_VERSION" == 1.2 ]] && echo ", ECDHE-{ECDSA,RSA}-AES128-GCM-SHA256 only"); 100-byte body from an nginx upstream on 127.0.0.1:$UP_PORT"
 echo "peers: nginx $("$NGINX" -v 2>&1 | sed 's|.*/||'), haproxy $("$HAPROXY" -v | awk 'NR == 1 { print $3 }'), $(openssl version | awk '{print $1, $2}'), wrk $("$WRK" -v 2>&1 | awk 'NR == 1 { print $2 }')"
 echo
 "$PY" - "$RESULTS" <<'EOF'
+import statistics
 import sys
 rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1]) if l.strip()]
-ok = {}
+runs = {}
 print(f"{'server':<8} {'key':<6} {'measure':<10} {'per s':>10} {'p99 ms':>8} {'CPU us/op':>10} {'errors':>7}  negotiated")
 for r in rows:
     if len(r) >= 9 and r[3] == "ok":
         name, key, mode, _, rate, p99, cpu, errors, proto = r[:9]
-        ok[(name, key, mode)] = (float(rate), float(cpu))
+        runs.setdefault((name, key, mode), []).append((float(rate), float(cpu)))
         print(f"{name:<8} {key:<6} {mode:<10} {float(rate):>10.0f} {p99:>8} {cpu:>10} {errors:>7}  {proto}")
     else:
         print(f"{r[0]:<8} {r[1]:<6} {'':<10} FAILED: {' '.join(r[2:])}")
+# Each figure's median over the rounds.
+ok = {k: (statistics.median(v[0] for v in vs), statistics.median(v[1] for v in vs))
+      for k, vs in runs.items()}
 print()
-print("skiff vs the best peer (per s: higher is better; CPU per op: lower is better)")
+print("medians over the rounds")
+for (name, key, mode), (rate, cpu) in sorted(ok.items(), key=lambda kv: (kv[0][1], kv[0][2], kv[0][0])):
+    print(f"{name:<8} {key:<6} {mode:<10} {rate:>10.0f} {'':>8} {cpu:>10.1f}")
+print()
+print("skiff vs the best peer, medians (per s: higher is better; CPU per op: lower is better)")
 for key in ("ecdsa", "rsa"):
     for mode in ("keepalive", "handshake"):
         s = ok.get(("skiff", key, mode))
