@@ -236,8 +236,12 @@ std::shared_ptr<TlsContext> TlsContext::Server(const TlsServerOptions& o, std::s
     }
     SSL_CTX_set_max_proto_version(ctx, *max);
   }
+  // The server's order, except that a client which lists ChaCha20-Poly1305 first (one
+  // without AES instructions) gets it, as BoringSSL's equal-preference groups give it in
+  // Envoy.
   SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION |
-                               SSL_OP_CIPHER_SERVER_PREFERENCE | SSL_OP_NO_SSLv3);
+                               SSL_OP_CIPHER_SERVER_PREFERENCE | SSL_OP_PRIORITIZE_CHACHA |
+                               SSL_OP_NO_SSLv3);
   SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
   std::string ciphers;
   for (const auto& s : o.cipher_suites) {

@@ -231,6 +231,40 @@ TEST_CASE("tls: TLS 1.3 picks AES-128-GCM-SHA256 and sends one session ticket th
   SSL_CTX_free(cctx);
 }
 
+TEST_CASE("tls: a client that lists ChaCha20-Poly1305 first gets it (TLS 1.3 and 1.2)") {
+  KeyPair server = MakeCert("shop.example", {"DNS:shop.example"});
+  std::string error;
+  skiff::net::TlsServerOptions so;
+  so.certificate_chain = server.cert;
+  so.private_key = server.key;
+  auto sctx = TlsContext::Server(so, &error);
+  INFO(error);
+  REQUIRE(sctx);
+  for (bool tls13 : {true, false}) {
+    INFO((tls13 ? "TLS 1.3" : "TLS 1.2"));
+    SSL_CTX* cctx = SSL_CTX_new(TLS_client_method());
+    if (tls13) {
+      SSL_CTX_set_ciphersuites(cctx, "TLS_CHACHA20_POLY1305_SHA256:TLS_AES_128_GCM_SHA256");
+    } else {
+      SSL_CTX_set_max_proto_version(cctx, TLS1_2_VERSION);
+      SSL_CTX_set_cipher_list(cctx, "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-ECDSA-AES128-GCM-SHA256");
+    }
+    {
+      auto [sfd, cfd] = SocketPair();
+      auto s = TlsTransport::Server(sfd, sctx, {});
+      struct Fd {
+        int fd;
+        ~Fd() { ::close(fd); }
+      } client_fd{cfd};
+      StockClient c(cctx, cfd);
+      REQUIRE(c.Run(*s));
+      CHECK(std::string(SSL_CIPHER_get_name(SSL_get_current_cipher(c.ssl))) ==
+            (tls13 ? "TLS_CHACHA20_POLY1305_SHA256" : "ECDHE-ECDSA-CHACHA20-POLY1305"));
+    }
+    SSL_CTX_free(cctx);
+  }
+}
+
 TEST_CASE("tls: a client certificate is required for MUTUAL and checked against the SANs") {
   KeyPair ca = MakeCert("test CA", {});
   KeyPair other_ca = MakeCert("other CA", {});
