@@ -262,8 +262,11 @@ void DownstreamConnection::UpdateInterest() {
   }
   // Not reading also means not asking for RDHUP, which would fire on every turn.
   bool want_read = codec_->WantsRead();
+  // Writable events while bytes wait: ours, or the transport's own (TLS records the socket
+  // did not take; the plaintext they carry has already left out_).
+  bool want_write = !out_.empty() || transport_->wants_write();
   uint32_t ev =
-      (want_read ? uint32_t{EPOLLIN | EPOLLRDHUP} : 0u) | (out_.empty() ? 0u : uint32_t{EPOLLOUT});
+      (want_read ? uint32_t{EPOLLIN | EPOLLRDHUP} : 0u) | (want_write ? uint32_t{EPOLLOUT} : 0u);
   if (ev != interest_) {
     interest_ = ev;
     context_.dispatcher().Modify(transport_->fd(), ev, this);

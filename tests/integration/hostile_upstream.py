@@ -8,6 +8,7 @@ Paths (matched at the end of the path, so /any/prefix/drop works; the query is i
   /early     answer 200 as soon as the head arrived, before reading the body; then keep
              reading and discarding whatever comes on that connection
   /early-partial  the same, but only half of the response body is sent
+  /big       answer 200 with a 16 MiB body of "0123456789abcdef" repeated (keep-alive)
   /upgrade   answer 101 Switching Protocols (websocket), whatever the request asked, then
              echo every byte back, prefixed "echo:"
   anything else: 200 with a JSON body {"path", "head", "body"} of what arrived (keep-alive)
@@ -26,6 +27,7 @@ import threading
 LOCK = threading.Lock()
 REQUESTS = {}
 CONNECTIONS = []  # bytearrays, one per accepted connection
+BIG_BYTES = 16 * 1024 * 1024
 
 
 def count(path):
@@ -123,6 +125,11 @@ def serve(sock):
             if path.endswith("/hang"):
                 while True:
                     c.more()
+            if path.endswith("/big"):
+                big = b"0123456789abcdef" * (BIG_BYTES // 16)
+                sock.sendall(b"HTTP/1.1 200 OK\r\ncontent-type: application/octet-stream\r\n"
+                             b"content-length: %d\r\n\r\n%s" % (len(big), big))
+                continue
             if path.endswith("/upgrade"):
                 sock.sendall(b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\n"
                              b"connection: upgrade\r\n\r\n")

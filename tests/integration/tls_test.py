@@ -201,6 +201,42 @@ def curl(port, host, path="/", *extra):
     return code, body, r.stderr
 
 
+def slow_reader_download(port, host, path, size, deadline_s=60):
+    """GET over TLS, wait 1.5 s before reading (the proxy's socket fills), then read the
+    response slowly; returns (body bytes, why) — fewer bytes than `size` if it stalled."""
+    import ssl
+    ctx = ssl.create_default_context(cafile=CERTS.ca["crt"])
+    raw = socket.create_connection(("127.0.0.1", port), timeout=10)
+    # A small receive buffer, so the proxy's writes block early.
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+    s = ctx.wrap_socket(raw, server_hostname=host)
+    try:
+        s.sendall(f"GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+        time.sleep(1.5)
+        data = b""
+        end = time.monotonic() + deadline_s
+        while b"\r\n\r\n" not in data and time.monotonic() < end:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+        head, _, body = data.partition(b"\r\n\r\n")
+        got = len(body)
+        s.settimeout(10)  # a stalled proxy sends nothing more: recv times out
+        while got < size and time.monotonic() < end:
+            time.sleep(0.0005)  # slower than the proxy: its socket stays full to the end
+            try:
+                chunk = s.recv(16384)
+            except socket.timeout:
+                return got, f"stalled after {got} of {size} body bytes"
+            if not chunk:
+                return got, f"closed after {got} of {size} body bytes"
+            got += len(chunk)
+        return got, head[:200]
+    finally:
+        s.close()
+
+
 def s_client(port, *args):
     r = sh("openssl", "s_client", "-connect", f"127.0.0.1:{port}", *args, input="", timeout=20)
     return r.returncode, r.stdout + r.stderr
@@ -275,6 +311,9 @@ def run_checks(p, snap, up, backends, pass_port):
           subject_of(out) == "default.example", out[-500:])
     _, out = s_client(https, "-servername", "shop.example", "-alpn", "h2,http/1.1")
     check("ALPN: http/1.1 is negotiated", "ALPN protocol: http/1.1" in out, out[-600:])
+    got, why = slow_reader_download(https, "shop.example", "/big", 16 * 1024 * 1024)
+    check("a 16 MiB response to a client that reads late arrives whole (TLS output drains)",
+          got == 16 * 1024 * 1024, why)
 
     for flag in ("-tls1", "-tls1_1"):
         rc, out = s_client(https, "-servername", "shop.example", flag, "-cipher", "DEFAULT@SECLEVEL=0")

@@ -7,6 +7,7 @@
 
 #include <catch2/catch.hpp>
 #include <deque>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -23,9 +24,9 @@ namespace skiff::testing {
 class FakeDispatcher final : public net::Dispatcher {
  public:
   FakeDispatcher() : now_(net::Clock::time_point{} + std::chrono::hours(1)), wheel_(now_) {}
-  void Add(int, uint32_t, net::IoHandler*) override {}
-  void Modify(int, uint32_t, net::IoHandler*) override {}
-  void Remove(int) override {}
+  void Add(int fd, uint32_t events, net::IoHandler*) override { interest[fd] = events; }
+  void Modify(int fd, uint32_t events, net::IoHandler*) override { interest[fd] = events; }
+  void Remove(int fd) override { interest.erase(fd); }
   void Schedule(net::Timer* timer, std::chrono::milliseconds delay) override {
     wheel_.Schedule(timer, delay, now_);
   }
@@ -51,6 +52,8 @@ class FakeDispatcher final : public net::Dispatcher {
     }
   }
   [[nodiscard]] size_t timers() const { return wheel_.size(); }
+  // The epoll events asked for, per fd.
+  std::map<int, uint32_t> interest;
 
  private:
   net::Clock::time_point now_;
