@@ -368,6 +368,30 @@ bool TlsContext::CheckPeer(X509* cert, std::string* why) const {
   return false;
 }
 
+bool TlsContext::CheckUpstream(X509* cert, std::string* why) const {
+  if (server_ || client_.insecure_skip_verify || client_.subject_alt_names.empty()) {
+    return true;
+  }
+  PeerCertificate p;
+  bool described = false;
+  for (const auto& want : client_.subject_alt_names) {
+    if (want.find("://") != std::string::npos) {
+      if (!described) {
+        p = Describe(cert);
+        described = true;
+      }
+      if (std::find(p.uri_sans.begin(), p.uri_sans.end(), want) != p.uri_sans.end()) {
+        return true;
+      }
+    } else if (X509_check_host(cert, want.data(), want.size(), X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS,
+                               nullptr) == 1) {
+      return true;
+    }
+  }
+  *why = "the upstream certificate matches none of the subjectAltNames";
+  return false;
+}
+
 // ---- TlsTransport ------------------------------------------------------------------------
 
 TlsTransport::TlsTransport(int fd, std::shared_ptr<TlsContext> context)
@@ -404,16 +428,12 @@ std::unique_ptr<TlsTransport> TlsTransport::Client(int fd, std::shared_ptr<TlsCo
     SSL_set_tlsext_host_name(t->ssl_, o.sni.c_str());
   }
   if (!o.insecure_skip_verify) {
-    X509_VERIFY_PARAM* param = SSL_get0_param(t->ssl_);
-    X509_VERIFY_PARAM_set_hostflags(param, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
-    if (!o.subject_alt_names.empty()) {
-      for (const auto& san : o.subject_alt_names) {
-        if (san.find("://") != std::string::npos) {
-          continue;  // a URI SAN (SPIFFE): not a host name check
-        }
-        X509_VERIFY_PARAM_add1_host(param, san.c_str(), 0);
-      }
-    } else if (!o.sni.empty()) {
+    // With subjectAltNames, any one of them (URI or DNS) must match: checked once the
+    // handshake is done (CheckUpstream), as OpenSSL's host check knows no URIs. Without
+    // them, the certificate must be for the SNI host.
+    if (o.subject_alt_names.empty() && !o.sni.empty()) {
+      X509_VERIFY_PARAM* param = SSL_get0_param(t->ssl_);
+      X509_VERIFY_PARAM_set_hostflags(param, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
       X509_VERIFY_PARAM_set1_host(param, o.sni.c_str(), 0);
     }
   }
@@ -455,7 +475,8 @@ bool TlsTransport::Handshake() {
     alpn_.assign(reinterpret_cast<const char*>(proto), len);
     if (X509* cert = SSL_get1_peer_certificate(ssl_); cert != nullptr) {
       std::string why;
-      if (context_->server() && !context_->CheckPeer(cert, &why)) {
+      if (context_->server() ? !context_->CheckPeer(cert, &why)
+                             : !context_->CheckUpstream(cert, &why)) {
         X509_free(cert);
         Fail(why);
         return false;

@@ -67,6 +67,10 @@ class TlsContext {
   // The extra client-certificate checks beyond the CA (server side).
   [[nodiscard]] bool CheckPeer(X509* cert, std::string* why) const;
   [[nodiscard]] const TlsClientOptions& client_options() const { return client_; }
+  // Client side: does the upstream's certificate carry one of the expected subjectAltNames
+  // (a URI exactly, a DNS name as a host name check, wildcards in the certificate allowed)?
+  // True when none are expected (the SNI host check then applies) or verification is off.
+  [[nodiscard]] bool CheckUpstream(X509* cert, std::string* why) const;
 
  private:
   TlsContext() = default;

@@ -26,6 +26,7 @@ from proxy_test import check, free_port, wait_port  # noqa: E402
 
 ARGS = None
 CERTS = None
+BACKEND_ID = "spiffe://cluster.local/ns/shop/sa/backend"
 
 
 def sh(*args, input=None, timeout=60):
@@ -44,7 +45,8 @@ class Certs:
         self.default = self._leaf("default", "default.example", ["DNS:default.example"], self.ca)
         self.rotated = self._leaf("rotated", "shop.example", ["DNS:shop.example"], self.ca)
         self.passthrough = self._leaf("pass", "pass.example", ["DNS:pass.example"], self.ca)
-        self.backend = self._leaf("backend", "backend.example", ["DNS:backend.example"], self.ca)
+        self.backend = self._leaf("backend", "backend.example",
+                                  ["DNS:backend.example", "URI:" + BACKEND_ID], self.ca)
         self.client = self._leaf("client", "client-a", ["URI:spiffe://cluster.local/ns/shop/sa/a"],
                                  self.ca, client=True)
         self.stranger = self._leaf("stranger", "client-x", ["URI:spiffe://elsewhere/x"],
@@ -95,6 +97,10 @@ def snapshot(upstream, backend_port, passthrough_port, shop_leaf=None):
              "route": {"clusters": [{"cluster": "backend-tls", "weight": 1}]}},
             {"match": {"uri": {"prefix": "/to-wrong-san"}},
              "route": {"clusters": [{"cluster": "backend-wrong-san", "weight": 1}]}},
+            {"match": {"uri": {"prefix": "/to-uri-san"}},
+             "route": {"clusters": [{"cluster": "backend-uri-san", "weight": 1}]}},
+            {"match": {"uri": {"prefix": "/to-wrong-uri"}},
+             "route": {"clusters": [{"cluster": "backend-wrong-uri", "weight": 1}]}},
             {"route": {"clusters": [{"cluster": echo, "weight": 1}]}}]}]}
     c = CERTS
     return {
@@ -128,7 +134,14 @@ def snapshot(upstream, backend_port, passthrough_port, shop_leaf=None):
                                              "caCertificate": "kubernetes://shop/ca"}},
             {"name": "backend-wrong-san", "tls": {"sni": "backend.example",
                                                   "subjectAltNames": ["other.example"],
-                                                  "caCertificate": "kubernetes://shop/ca"}}],
+                                                  "caCertificate": "kubernetes://shop/ca"}},
+            {"name": "backend-uri-san", "tls": {"sni": "backend.example",
+                                                "subjectAltNames": [BACKEND_ID],
+                                                "caCertificate": "kubernetes://shop/ca"}},
+            {"name": "backend-wrong-uri", "tls": {
+                "sni": "backend.example",
+                "subjectAltNames": ["spiffe://cluster.local/ns/shop/sa/other"],
+                "caCertificate": "kubernetes://shop/ca"}}],
         "endpoints": [
             {"clusterName": echo, "endpoints": [{"address": "127.0.0.1", "port": upstream,
                                                  "healthy": True}]},
@@ -139,6 +152,12 @@ def snapshot(upstream, backend_port, passthrough_port, shop_leaf=None):
             {"clusterName": "backend-mtls", "endpoints": [{"address": "127.0.0.1",
                                                            "port": backend_port[1], "healthy": True}]},
             {"clusterName": "backend-wrong-san", "endpoints": [{"address": "127.0.0.1",
+                                                                "port": backend_port[0],
+                                                                "healthy": True}]},
+            {"clusterName": "backend-uri-san", "endpoints": [{"address": "127.0.0.1",
+                                                              "port": backend_port[0],
+                                                              "healthy": True}]},
+            {"clusterName": "backend-wrong-uri", "endpoints": [{"address": "127.0.0.1",
                                                                 "port": backend_port[0],
                                                                 "healthy": True}]}],
         "secrets": [secret("kubernetes://shop/default", c.default),
@@ -378,6 +397,12 @@ def run_checks(p, snap, up, backends, pass_port):
           (code, body))
     code, body, err = curl(https, "shop.example", "/to-wrong-san")
     check("upstream: a backend certificate without the expected SAN is refused (503 UF)",
+          code == 503, (code, body))
+    code, body, err = curl(https, "shop.example", "/to-uri-san")
+    check("upstream: a SPIFFE URI subjectAltName the backend's certificate has -> 200",
+          code == 200 and json.loads(body).get("server") == "backend", (code, body))
+    code, body, err = curl(https, "shop.example", "/to-wrong-uri")
+    check("upstream: only URI subjectAltNames, none the backend's -> refused (503 UF)",
           code == 503, (code, body))
 
     # Keys never leave the proxy.
