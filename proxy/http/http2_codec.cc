@@ -599,6 +599,7 @@ void Http2ServerCodec::Dispatch() {
   if (nghttp2_session_want_read(session_) == 0 && nghttp2_session_want_write(session_) == 0) {
     close_ = true;
   }
+  EndOrphanedStreams();
 }
 
 void Http2ServerCodec::PrepareOutput() {
@@ -620,6 +621,7 @@ void Http2ServerCodec::PrepareOutput() {
   if (nghttp2_session_want_read(session_) == 0 && nghttp2_session_want_write(session_) == 0) {
     close_ = true;
   }
+  EndOrphanedStreams();
 }
 
 void Http2ServerCodec::OnOutputDrained() {
@@ -644,6 +646,7 @@ void Http2ServerCodec::Fatal(int lib_error) {
     out_.Append(std::string_view(reinterpret_cast<const char*>(data), static_cast<size_t>(n)));
   }
   close_ = true;
+  EndOrphanedStreams();
 }
 
 void Http2ServerCodec::Terminate(uint32_t error_code) {
@@ -801,6 +804,19 @@ void Http2ServerCodec::OnConnectionClosed() {
   }
   dead_ = true;
   close_ = true;
+  ResetRunningStreams();
+}
+
+void Http2ServerCodec::EndOrphanedStreams() {
+  // A terminated session (a connection error, a flood, rapid reset, a head timeout) reads
+  // nothing more and closes none of its streams: the running ones are reset here, or the
+  // connection would wait on them for ever.
+  if (close_ && active_ > 0) {
+    ResetRunningStreams();
+  }
+}
+
+void Http2ServerCodec::ResetRunningStreams() {
   // Every running stream is reset; none of them will call the session again.
   std::vector<int32_t> ids;
   ids.reserve(streams_.size());
@@ -828,6 +844,7 @@ void Http2ServerCodec::RejectHead(int /*status*/, std::string_view /*reason*/) {
   // A head that did not arrive in time: the connection ends.
   Terminate(NGHTTP2_NO_ERROR);
   close_ = true;
+  EndOrphanedStreams();
 }
 
 void Http2ServerCodec::Drain() {

@@ -164,6 +164,9 @@ class Http2ServerCodec final : public ServerCodec {
   void DeliverResumed();
   void StreamClosed(Http2ServerStream& s, uint32_t error_code);
   void Fatal(int lib_error);
+  // After the session ended: resets the streams it will never close.
+  void EndOrphanedStreams();
+  void ResetRunningStreams();
   void Terminate(uint32_t error_code);
   void LocalReply(Http2ServerStream& s, int status);
   void Wake();

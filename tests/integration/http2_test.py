@@ -426,6 +426,58 @@ def t_client_protocol(_up):
         dual.close()
 
 
+def hpack_get_path(authority, path):
+    # :method GET, :scheme http (static table), :path and :authority literals.
+    return (bytes([0x82, 0x86, 0x04, len(path)]) + path.encode() +
+            bytes([0x01, len(authority)]) + authority.encode())
+
+
+def t_connection_error_with_streams(up):
+    """A connection error while a stream waits on its upstream: GOAWAY, the stream is reset
+    and the connection closes at once (it used to stay open for as long as the upstream
+    took, or for ever, since nghttp2 reports nothing more for a terminated session)."""
+    p = Proxy(snapshot({("*",): [route([to("a")])]}, {"a": [up]}), concurrency=1)
+    try:
+        s = socket.create_connection(("127.0.0.1", p.port), timeout=10)
+        s.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + frame(4, 0, 0) +
+                  frame(1, 0x5, 1, hpack_get_path("x", "/delay/30000")))
+        time.sleep(0.5)  # the request reaches the upstream, which waits 30 s
+        started = time.time()
+        s.sendall(frame(0, 0, 0, b"x"))  # DATA on stream 0: a connection error
+        buf, closed = b"", False
+        s.settimeout(1)
+        while time.time() - started < 15:
+            try:
+                chunk = s.recv(65536)
+            except socket.timeout:
+                continue
+            except OSError:
+                closed = True
+                break
+            if not chunk:
+                closed = True
+                break
+            buf += chunk
+        took = time.time() - started
+        s.close()
+        goaway = None
+        off = 0
+        while off + 9 <= len(buf):
+            length = int.from_bytes(buf[off:off + 3], "big")
+            if buf[off + 3] == 7 and off + 9 + 8 <= len(buf):
+                goaway = int.from_bytes(buf[off + 13:off + 17], "big")
+            off += 9 + length
+        check("connection error with a stream waiting upstream: GOAWAY PROTOCOL_ERROR, then "
+              "the connection closes (not when the upstream answers)",
+              goaway == 1 and closed and took < 10, (goaway, closed, round(took, 1)))
+        r = subprocess.run(["curl", "-sS", "--http2-prior-knowledge", "-o", "/dev/null", "-w",
+                            "%{http_code}", f"http://127.0.0.1:{p.port}/after"],
+                           capture_output=True, text=True, timeout=60)
+        check("... and serves the next client", r.stdout == "200", r.stdout + r.stderr)
+    finally:
+        p.stop()
+
+
 def t_many_streams(up):
     p = Proxy(snapshot({("*",): [route([to("a")])]}, {"a": [up]}),
               "--http2-max-concurrent-streams", "1000", concurrency=1)
@@ -470,7 +522,7 @@ def main():
     try:
         up = start_upstream("h1")
         for t in (t_h2spec, t_clients, t_client_protocol, t_grpc, t_rapid_reset,
-                  t_many_streams):
+                  t_connection_error_with_streams, t_many_streams):
             if pt.ARGS.only and pt.ARGS.only not in t.__name__:
                 continue
             try:
