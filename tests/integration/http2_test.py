@@ -309,8 +309,9 @@ class DualUpstream:
     (x-upstream-protocol) which one the request came in. A minimal HTTP/2 server: SETTINGS
     acknowledged, each stream answered once its request ends."""
 
-    def __init__(self):
+    def __init__(self, big_body=0):
         import threading
+        self.big_body = big_body  # h2 responses: this many body bytes instead of "h2"
         self.sock = socket.socket()
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind(("127.0.0.1", 0))
@@ -368,19 +369,69 @@ class DualUpstream:
         name, value = b"x-upstream-protocol", b"h2"
         # :status 200 (static index 8), then a literal field without indexing, new name.
         block = bytes([0x88, 0x00, len(name)]) + name + bytes([len(value)]) + value
+        windows = {"conn": 65535, "initial": 65535, "streams": {}}
         for _ in range(10000):
             buf = self.recv_exact(c, 9, buf)
             length = int.from_bytes(buf[:3], "big")
             ftype, flags = buf[3], buf[4]
             sid = int.from_bytes(buf[5:9], "big") & 0x7FFFFFFF
-            buf = self.recv_exact(c, 9 + length, buf)[9 + length:]
+            buf = self.recv_exact(c, 9 + length, buf)
+            payload, buf = buf[9:9 + length], buf[9 + length:]
+            self.track(windows, ftype, flags, sid, payload)
             if ftype == 4 and not flags & 1:
                 c.sendall(frame(4, 1, 0))  # SETTINGS ACK
             elif ftype == 6 and not flags & 1:
                 c.sendall(frame(6, 1, 0, b"\0" * 8))  # PING ACK (payload not echoed: unused)
             elif ftype in (0, 1) and flags & 1:  # DATA or HEADERS ending the request
                 self.seen.append("h2")
-                c.sendall(frame(1, 4, sid, block) + frame(0, 1, sid, b"h2"))
+                if self.big_body:
+                    buf = self.send_big(c, sid, block, buf, windows)
+                else:
+                    c.sendall(frame(1, 4, sid, block) + frame(0, 1, sid, b"h2"))
+
+    @staticmethod
+    def track(windows, ftype, flags, sid, payload):
+        """Flow control as the proxy grants it: SETTINGS_INITIAL_WINDOW_SIZE, WINDOW_UPDATE."""
+        if ftype == 4 and not flags & 1:
+            for off in range(0, len(payload) - 5, 6):
+                if int.from_bytes(payload[off:off + 2], "big") == 4:
+                    new = int.from_bytes(payload[off + 2:off + 6], "big")
+                    for k in windows["streams"]:
+                        windows["streams"][k] += new - windows["initial"]
+                    windows["initial"] = new
+        elif ftype == 8 and len(payload) == 4:
+            inc = int.from_bytes(payload, "big") & 0x7FFFFFFF
+            if sid == 0:
+                windows["conn"] += inc
+            elif sid in windows["streams"]:
+                windows["streams"][sid] += inc
+
+    def send_big(self, c, sid, block, buf, windows):
+        """big_body bytes on stream `sid` (no content-length), within the windows the proxy
+        grants, END_STREAM on the last DATA frame; returns the unread input."""
+        windows["streams"][sid] = windows["initial"]
+        c.sendall(frame(1, 4, sid, block))
+        left = self.big_body
+        while left > 0:
+            n = min(16384, left, windows["conn"], windows["streams"][sid])
+            if n > 0:
+                left -= n
+                windows["conn"] -= n
+                windows["streams"][sid] -= n
+                c.sendall(frame(0, 1 if left == 0 else 0, sid, b"b" * n))
+                continue
+            buf = self.recv_exact(c, 9, buf)
+            length = int.from_bytes(buf[:3], "big")
+            ftype, flags = buf[3], buf[4]
+            fsid = int.from_bytes(buf[5:9], "big") & 0x7FFFFFFF
+            buf = self.recv_exact(c, 9 + length, buf)
+            payload, buf = buf[9:9 + length], buf[9 + length:]
+            self.track(windows, ftype, flags, fsid, payload)
+            if ftype == 4 and not flags & 1:
+                c.sendall(frame(4, 1, 0))
+            elif ftype == 6 and not flags & 1:
+                c.sendall(frame(6, 1, 0, b"\0" * 8))
+        return buf
 
     def close(self):
         self.sock.close()
@@ -421,6 +472,33 @@ def t_client_protocol(_up):
         check("USE_DOWNSTREAM: one HTTP/2 upstream connection served the h2 requests of both "
               "clusters (it is per endpoint)", s.get("upstream_cx_http2_total") == 1,
               {k: v for k, v in s.items() if "upstream_cx" in k})
+    finally:
+        p.stop()
+        dual.close()
+
+
+def t_h2_upstream_tail(_up):
+    """A large response from an HTTP/2 upstream that sends only what the proxy's flow control
+    grants, to an HTTP/1.1 client slower than the upstream (the proxy's output to it goes
+    above its watermark, so the upstream stream is read-disabled and re-enabled many times):
+    every byte and the end arrive."""
+    size = 4 * 1024 * 1024  # many stream windows: the proxy's flow control paces it
+    dual = DualUpstream(big_body=size)
+    p = Proxy(snapshot({("*",): [route([to("h2")])]},
+                       {"h2": {"ports": [dual.port], "cluster": {"protocol": "HTTP2"}}}),
+              concurrency=1)
+    try:
+        for i in range(3):
+            # A client slower than the upstream: the proxy's output to it stays above its
+            # watermark, so the upstream stream is read-disabled when the end comes.
+            r = subprocess.run(["curl", "-sS", "--http1.1", "--limit-rate", "4M", "-o", "-",
+                                "-w", "\n%{http_code}", f"http://127.0.0.1:{p.port}/big"],
+                               capture_output=True, timeout=60)
+            body, _, code = r.stdout.rpartition(b"\n")
+            check(f"h2 upstream paced by flow control, a slow HTTP/1.1 client: it gets all "
+                  f"{size} bytes ({i + 1}/3)",
+                  r.returncode == 0 and code == b"200" and len(body) == size,
+                  (r.returncode, code, len(body), r.stderr[-300:]))
     finally:
         p.stop()
         dual.close()
@@ -522,7 +600,7 @@ def main():
     try:
         up = start_upstream("h1")
         for t in (t_h2spec, t_clients, t_client_protocol, t_grpc, t_rapid_reset,
-                  t_connection_error_with_streams, t_many_streams):
+                  t_connection_error_with_streams, t_h2_upstream_tail, t_many_streams):
             if pt.ARGS.only and pt.ARGS.only not in t.__name__:
                 continue
             try:
