@@ -101,7 +101,7 @@ class TlsTransport final : public Transport {
   [[nodiscard]] bool wants_write() const override { return !cipher_out_.empty(); }
   [[nodiscard]] bool secure() const override { return true; }
 
-  [[nodiscard]] bool handshake_done() const { return handshake_done_; }
+  [[nodiscard]] bool handshake_done() const override { return handshake_done_; }
   [[nodiscard]] std::string_view alpn() const { return alpn_; }
   [[nodiscard]] std::string_view error() const { return error_; }
   // Set after the handshake when the peer sent a (verified) certificate.

@@ -26,6 +26,8 @@ class Transport {
   virtual void SendCloseNotify() {}
   // Bytes of its own wait for the socket (TLS records, a handshake): keep writing.
   [[nodiscard]] virtual bool wants_write() const { return false; }
+  // The transport's own handshake (TLS) is over; a TCP socket has none.
+  [[nodiscard]] virtual bool handshake_done() const { return true; }
   // The bytes are encrypted (TLS): the request's scheme is https.
   [[nodiscard]] virtual bool secure() const { return false; }
 };

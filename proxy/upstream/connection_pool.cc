@@ -72,12 +72,28 @@ void UpstreamConnection::OnEvents(uint32_t events) {
     }
     connected_ = true;
     timer_.Cancel();
+    if (!transport_->handshake_done()) {
+      // A TLS upstream that takes the TCP connection but never finishes the handshake is a
+      // connect failure too (Envoy's connect timeout covers the handshake).
+      handshake_timer_.SetCallback([this] {
+        pool_.stats().upstream_cx_connect_fail.fetch_add(1, std::memory_order_relaxed);
+        cluster_->upstream_cx_connect_fail.fetch_add(1, std::memory_order_relaxed);
+        Fail(http::ResetReason::kConnectTimeout);
+      });
+      pool_.dispatcher().Schedule(&handshake_timer_, connect_timeout_);
+    }
   }
   if ((events & EPOLLOUT) != 0 && !Flush()) {
     return;
   }
+  if (handshake_timer_.armed() && transport_->handshake_done()) {
+    handshake_timer_.Cancel();
+  }
   if ((events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) != 0) {
     OnReadable();
+    if (handshake_timer_.armed() && transport_->handshake_done()) {
+      handshake_timer_.Cancel();  // before the response can hand the connection back
+    }
     if (dead_ || decoder_ == nullptr) {
       return;
     }
@@ -297,6 +313,7 @@ bool HttpConnectionPool::TryAssign(const Cluster& cluster, const Endpoint& endpo
   conn->interest_ = EPOLLOUT | EPOLLIN | EPOLLRDHUP;
   dispatcher_.Add(fd, conn->interest_, conn);
   std::chrono::milliseconds timeout = ConnectTimeout(cluster);
+  conn->connect_timeout_ = timeout;
   conn->timer_.SetCallback([this, conn] {
     stats_.upstream_cx_connect_fail.fetch_add(1, std::memory_order_relaxed);
     conn->cluster_->upstream_cx_connect_fail.fetch_add(1, std::memory_order_relaxed);

@@ -102,6 +102,8 @@ class UpstreamConnection final : public net::IoHandler, public http::ClientStrea
   http::Http1ClientCodec codec_{out_};
   http::ResponseDecoder* decoder_ = nullptr;  // the stream's owner; null while idle
   net::Timer timer_;                          // connect timeout, or idle timeout in the pool
+  net::Timer handshake_timer_;  // TLS: the connect timeout again, from TCP connect to done
+  std::chrono::milliseconds connect_timeout_{};
   uint32_t interest_ = 0;
   uint32_t requests_ = 0;      // requests started on this connection
   uint32_t max_requests_ = 0;  // then it is not reused; 0 = no limit

@@ -546,8 +546,13 @@ void Http2UpstreamConnection::OnEvents(uint32_t events) {
       return;
     }
     connected_ = true;
-    timer_.Cancel();
-    pool_.ArmIdleTimer(this);
+    // Over TLS the connect timeout also covers the handshake (as Envoy's): the timer stays
+    // until it is done.
+    securing_ = !transport_->handshake_done();
+    if (!securing_) {
+      timer_.Cancel();
+      pool_.ArmIdleTimer(this);
+    }
   }
   pumping_ = true;
   if ((events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) != 0) {
@@ -556,6 +561,11 @@ void Http2UpstreamConnection::OnEvents(uint32_t events) {
   pumping_ = false;
   if (!dead_) {
     Pump();
+  }
+  if (!dead_ && securing_ && transport_->handshake_done()) {
+    securing_ = false;
+    timer_.Cancel();
+    pool_.ArmIdleTimer(this);
   }
 }
 

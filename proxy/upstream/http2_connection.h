@@ -143,6 +143,7 @@ class Http2UpstreamConnection final : public net::IoHandler {
   uint32_t max_streams_ = 0;     // the cluster's limit; 0 = the upstream's only
   int32_t goaway_last_id_ = -1;  // set: GOAWAY received
   bool connected_ = false;
+  bool securing_ = false;  // TCP connected, TLS handshake not done: the connect timer runs
   bool dead_ = false;
   bool collect_scheduled_ = false;
   bool pumping_ = false;

@@ -27,6 +27,11 @@ from proxy_test import check, free_port, wait_port  # noqa: E402
 ARGS = None
 CERTS = None
 BACKEND_ID = "spiffe://cluster.local/ns/shop/sa/backend"
+# A TCP listener that never accepts: the kernel completes the TCP handshake, and no TLS
+# byte ever comes back.
+SILENT = socket.socket()
+SILENT.bind(("127.0.0.1", 0))
+SILENT.listen(64)
 
 
 def sh(*args, input=None, timeout=60):
@@ -97,6 +102,8 @@ def snapshot(upstream, backend_port, passthrough_port, shop_leaf=None):
              "route": {"clusters": [{"cluster": "backend-tls", "weight": 1}]}},
             {"match": {"uri": {"prefix": "/to-wrong-san"}},
              "route": {"clusters": [{"cluster": "backend-wrong-san", "weight": 1}]}},
+            {"match": {"uri": {"prefix": "/to-silent"}},
+             "route": {"clusters": [{"cluster": "backend-silent", "weight": 1}]}},
             {"match": {"uri": {"prefix": "/to-uri-san"}},
              "route": {"clusters": [{"cluster": "backend-uri-san", "weight": 1}]}},
             {"match": {"uri": {"prefix": "/to-wrong-uri"}},
@@ -135,6 +142,9 @@ def snapshot(upstream, backend_port, passthrough_port, shop_leaf=None):
             {"name": "backend-wrong-san", "tls": {"sni": "backend.example",
                                                   "subjectAltNames": ["other.example"],
                                                   "caCertificate": "kubernetes://shop/ca"}},
+            {"name": "backend-silent", "tls": {"sni": "backend.example",
+                                               "caCertificate": "kubernetes://shop/ca"},
+             "connectionPool": {"connectTimeout": "1s"}},
             {"name": "backend-uri-san", "tls": {"sni": "backend.example",
                                                 "subjectAltNames": [BACKEND_ID],
                                                 "caCertificate": "kubernetes://shop/ca"}},
@@ -154,6 +164,9 @@ def snapshot(upstream, backend_port, passthrough_port, shop_leaf=None):
             {"clusterName": "backend-wrong-san", "endpoints": [{"address": "127.0.0.1",
                                                                 "port": backend_port[0],
                                                                 "healthy": True}]},
+            {"clusterName": "backend-silent", "endpoints": [{"address": "127.0.0.1",
+                                                             "port": SILENT.getsockname()[1],
+                                                             "healthy": True}]},
             {"clusterName": "backend-uri-san", "endpoints": [{"address": "127.0.0.1",
                                                               "port": backend_port[0],
                                                               "healthy": True}]},
@@ -398,6 +411,12 @@ def run_checks(p, snap, up, backends, pass_port):
     code, body, err = curl(https, "shop.example", "/to-wrong-san")
     check("upstream: a backend certificate without the expected SAN is refused (503 UF)",
           code == 503, (code, body))
+    started = time.time()
+    code, body, err = curl(https, "shop.example", "/to-silent")
+    took = time.time() - started
+    check("upstream: a TLS backend that accepts TCP and never answers the handshake fails "
+          "at the connect timeout (1 s) -> 503", code == 503 and took < 6,
+          (code, round(took, 1), body[:200]))
     code, body, err = curl(https, "shop.example", "/to-uri-san")
     check("upstream: a SPIFFE URI subjectAltName the backend's certificate has -> 200",
           code == 200 and json.loads(body).get("server") == "backend", (code, body))
