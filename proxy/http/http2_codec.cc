@@ -757,7 +757,7 @@ void Http2ServerCodec::DeliverPending(Http2ServerStream& s) {
   }
 }
 
-void Http2ServerCodec::StreamClosed(Http2ServerStream& s, uint32_t /*error_code*/) {
+void Http2ServerCodec::StreamClosed(Http2ServerStream& s, uint32_t error_code) {
   const int32_t id = s.id_;
   if (!s.pending_in_.empty()) {
     // Held bytes of a stream that is gone: the connection's window gets them back.
@@ -768,7 +768,9 @@ void Http2ServerCodec::StreamClosed(Http2ServerStream& s, uint32_t /*error_code*
     s.decoder_ = nullptr;
     const bool finished = s.response_ == Http2ServerStream::Response::kDone && s.out_body_.empty();
     if (!finished && !s.reset_by_us_) {
-      if (s.rx_reset_) {
+      // Cancelled by the client (RST_STREAM), or reset by the session for the client's
+      // stream error (MadeYouReset: e.g. a WINDOW_UPDATE that overflows the window).
+      if (s.rx_reset_ || error_code != NGHTTP2_NO_ERROR) {
         ++premature_resets_;
       }
       d->OnDownstreamReset(ResetReason::kConnectionTermination);

@@ -556,6 +556,55 @@ def t_connection_error_with_streams(up):
         p.stop()
 
 
+def t_made_you_reset(up):
+    """MadeYouReset (CVE-2025-8671): the client makes the proxy reset each stream itself (a
+    WINDOW_UPDATE that overflows the stream's window, right after the request) instead of
+    sending RST_STREAM; counted as rapid reset all the same."""
+    p = Proxy(snapshot({("*",): [route([to("a")])]}, {"a": [up]}), concurrency=1)
+    try:
+        s = socket.create_connection(("127.0.0.1", p.port), timeout=10)
+        s.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + frame(4, 0, 0))
+        block = hpack_get_path("x", "/delay/2000")
+        sent = 0
+        deadline = time.time() + 60
+        try:
+            for i in range(5000):
+                sid = 1 + 2 * i
+                s.sendall(frame(1, 0x5, sid, block) +
+                          frame(8, 0, sid, struct.pack(">I", 0x7FFFFFFF)))
+                sent += 1
+                if time.time() > deadline:
+                    break
+        except OSError:
+            pass
+        buf = b""
+        s.settimeout(5)
+        try:
+            while time.time() < deadline:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                buf += chunk
+                if len(buf) > 4 << 20:
+                    break
+        except OSError:
+            pass
+        s.close()
+        goaway = None
+        off = 0
+        while off + 9 <= len(buf):
+            length = int.from_bytes(buf[off:off + 3], "big")
+            if buf[off + 3] == 7 and off + 9 + 8 <= len(buf):
+                goaway = int.from_bytes(buf[off + 13:off + 17], "big")
+            off += 9 + length
+        st = p.stats()
+        check(f"MadeYouReset: after {sent} requests each reset by the proxy for a window "
+              "overflow, GOAWAY ENHANCE_YOUR_CALM", goaway == 0xb and
+              st.get("http2.premature_reset", 0) >= 1, (goaway, sent, st.get("http2.premature_reset")))
+    finally:
+        p.stop()
+
+
 def t_many_streams(up):
     p = Proxy(snapshot({("*",): [route([to("a")])]}, {"a": [up]}),
               "--http2-max-concurrent-streams", "1000", concurrency=1)
@@ -600,7 +649,8 @@ def main():
     try:
         up = start_upstream("h1")
         for t in (t_h2spec, t_clients, t_client_protocol, t_grpc, t_rapid_reset,
-                  t_connection_error_with_streams, t_h2_upstream_tail, t_many_streams):
+                  t_connection_error_with_streams, t_made_you_reset, t_h2_upstream_tail,
+                  t_many_streams):
             if pt.ARGS.only and pt.ARGS.only not in t.__name__:
                 continue
             try:
