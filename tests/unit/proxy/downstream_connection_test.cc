@@ -59,8 +59,8 @@ TEST_CASE("downstream: asks for EPOLLOUT while the transport still holds respons
   info.listener_address = "0.0.0.0";
   info.listener_bind_port = 80;
   info.listener_port = 80;
-  auto conn = std::make_unique<skiff::proxy::DownstreamConnection>(context, std::move(transport),
-                                                                   info);
+  auto conn =
+      std::make_unique<skiff::proxy::DownstreamConnection>(context, std::move(transport), info);
   const std::string req = "GET / HTTP/1.1\r\nHost: shop.example\r\n\r\n";
   REQUIRE(::write(fds[1], req.data(), req.size()) == static_cast<ssize_t>(req.size()));
   t->room = 10;  // the socket takes 10 bytes of the response, then is full
