@@ -139,7 +139,7 @@ void Exchange::Recycle(const DownstreamInfo& downstream, http::ResponseEncoder& 
   request_trailers_.clear();
   replay_enabled_ = false;
   replay_overflow_ = false;
-  unsent_paused_ = false;
+  read_pauses_ = 0;
   retry_.reset();
   previous_endpoint_ = nullptr;
   served_endpoint_ = nullptr;
@@ -210,7 +210,23 @@ void Exchange::ResetAndClose() {
   encoder_->ResetStream();
 }
 
+void Exchange::PauseReading(uint8_t reason, bool pause) {
+  const bool was = read_pauses_ != 0;
+  read_pauses_ = pause ? static_cast<uint8_t>(read_pauses_ | reason)
+                       : static_cast<uint8_t>(read_pauses_ & ~reason);
+  if (was != (read_pauses_ != 0)) {
+    encoder_->ReadDisable(read_pauses_ != 0);
+  }
+}
+
 void Exchange::RetireTry() {
+  // A try that ends above its watermark never says it drained: its pause goes with it
+  // (once the exchange is over, the client's stream is not touched any more).
+  if (state_ == State::kComplete || state_ == State::kReset) {
+    read_pauses_ &= static_cast<uint8_t>(~kPauseUpstream);
+  } else {
+    PauseReading(kPauseUpstream, false);
+  }
   if (active_requests_ != nullptr) {
     --*active_requests_;
     active_requests_ = nullptr;

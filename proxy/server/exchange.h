@@ -168,6 +168,7 @@ class Exchange final : public http::RequestDecoder {
   void StartTry();
   void SendRequest(UpstreamRequest& request);
   void RetireTry();
+  void PauseReading(uint8_t reason, bool pause);
   bool ScheduleRetry(policy::RetryDecision decision);
   void TryFailed(policy::TryFailure failure, const char* flag, std::string_view body, int status);
   void OnRouteTimeout();
@@ -235,7 +236,11 @@ class Exchange final : public http::RequestDecoder {
   std::string request_trailers_;
   bool replay_enabled_ = false;
   bool replay_overflow_ = false;
-  bool unsent_paused_ = false;  // reading the client paused until unsent_ drains
+  // Why reading the client is paused: the body waiting for a stream (unsent_) is full, or
+  // the try's upstream is above its watermark. Reading resumes when no reason is left.
+  static constexpr uint8_t kPauseUnsent = 1;
+  static constexpr uint8_t kPauseUpstream = 2;
+  uint8_t read_pauses_ = 0;
 
   // Tries.
   std::optional<policy::RetryState> retry_;

@@ -162,7 +162,7 @@ void Exchange::OnUpstreamTrailers(UpstreamRequest& request, std::string_view fie
 
 void Exchange::OnUpstreamWatermark(bool above) {
   if (state_ != State::kComplete && state_ != State::kReset) {
-    encoder_->ReadDisable(above);
+    PauseReading(kPauseUpstream, above);
   }
 }
 

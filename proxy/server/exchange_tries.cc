@@ -147,10 +147,7 @@ void Exchange::SendRequest(UpstreamRequest& request) {
     stream->EncodeTrailers(request_trailers_);
   }
   unsent_.Clear();
-  if (unsent_paused_) {
-    unsent_paused_ = false;
-    encoder_->ReadDisable(false);
-  }
+  PauseReading(kPauseUnsent, false);  // an upstream above its watermark keeps its own pause
 }
 
 void Exchange::DecodeBody(std::string_view data, bool end_stream) {
@@ -174,9 +171,8 @@ void Exchange::DecodeBody(std::string_view data, bool end_stream) {
     try_->stream()->EncodeBody(data, end_stream);
   } else {
     unsent_.Append(data);
-    if (!unsent_paused_ && unsent_.size() > context_.options().max_buffer_bytes) {
-      unsent_paused_ = true;
-      encoder_->ReadDisable(true);
+    if (unsent_.size() > context_.options().max_buffer_bytes) {
+      PauseReading(kPauseUnsent, true);
     }
   }
   if (end_stream) {

@@ -432,3 +432,18 @@ TEST_CASE("exchange pool: keeps ended exchanges - bounded - never a running one"
   CHECK(encoder.status == 200);
   CHECK(encoder.body == "ok");
 }
+
+TEST_CASE("exchange: a body that waited for its stream stays paused while the upstream is full") {
+  ExchangeHarness h(Snapshot(R"([{"route":{"clusters":[{"cluster":"c1","weight":100}]}}])"));
+  h.context.pool_.mode = FakePool::Mode::kWait;
+  h.context.pool_.next_watermark = 64 * 1024;
+  h.Send("POST / HTTP/1.1\r\nHost: shop\r\nContent-Length: 10000000\r\n\r\n");
+  h.exchange->DecodeBody(std::string(300 * 1024, 'a'), false);
+  REQUIRE(h.encoder.read_disabled);  // more than max_buffer_bytes wait for the stream
+  h.context.pool_.Release();         // the stream: what waited goes, and fills the upstream
+  h.context.dispatcher_.RunDeferred();
+  REQUIRE(h.context.pool_.last().above_watermark);
+  CHECK(h.encoder.read_disabled);  // still paused: the upstream takes no more
+  h.context.pool_.last().decoder->OnUpstreamWatermark(false);
+  CHECK_FALSE(h.encoder.read_disabled);
+}

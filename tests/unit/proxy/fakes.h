@@ -74,6 +74,10 @@ class FakeStream final : public http::ClientStream {
     body.append(data);
     request_end = request_end || end;
     sent += data.size();
+    if (watermark != 0 && !above_watermark && body.size() > watermark && decoder != nullptr) {
+      above_watermark = true;  // the upstream takes no more for now
+      decoder->OnUpstreamWatermark(true);
+    }
   }
   void EncodeTrailers(std::string_view fields) override {
     trailers.append(fields);
@@ -118,6 +122,8 @@ class FakeStream final : public http::ClientStream {
   bool was_reset = false;
   bool pooled = false;
   uint64_t sent = 0;
+  size_t watermark = 0;  // above this many body bytes: tells the decoder (0: never)
+  bool above_watermark = false;
 };
 
 class FakePool final : public upstream::ConnectionPool {
@@ -164,6 +170,7 @@ class FakePool final : public upstream::ConnectionPool {
 
   Mode mode = Mode::kReady;
   bool next_pooled = false;
+  size_t next_watermark = 0;
   int requests = 0;
   int http2_streams = 0;  // of those, asked over HTTP/2
   int cancelled = 0;
@@ -175,6 +182,7 @@ class FakePool final : public upstream::ConnectionPool {
   void Give(upstream::PoolCallbacks& cb) {
     streams.push_back(std::make_unique<FakeStream>());
     streams.back()->pooled = next_pooled;
+    streams.back()->watermark = next_watermark;
     cb.OnPoolReady(*streams.back());
   }
 };
