@@ -327,9 +327,14 @@ void Http2UpstreamStream::DeliverPending() {
   if (!pending_in_.empty()) {
     std::string data;
     data.swap(pending_in_);
+    const bool closed = peer_closed_;  // the session forgot the stream: connection window only
     decoder_->DecodeResponseBody(data, false);
-    if (conn_.session_ != nullptr && id_ >= 0) {
-      nghttp2_session_consume(conn_.session_, id_, data.size());
+    if (conn_.session_ != nullptr && id_ >= 0 && !conn_.dead_) {
+      if (closed) {
+        nghttp2_session_consume_connection(conn_.session_, data.size());
+      } else {
+        nghttp2_session_consume(conn_.session_, id_, data.size());
+      }
     }
     if (done_ || read_disabled_ || decoder_ == nullptr) {
       return;
@@ -352,7 +357,7 @@ void Http2UpstreamStream::Reset() {
     return;
   }
   decoder_ = nullptr;
-  if (id_ >= 0 && conn_.session_ != nullptr && !conn_.dead_) {
+  if (id_ >= 0 && conn_.session_ != nullptr && !conn_.dead_ && !peer_closed_) {
     nghttp2_submit_rst_stream(conn_.session_, NGHTTP2_FLAG_NONE, id_, NGHTTP2_CANCEL);
   }
   conn_.Finish(*this);
@@ -614,6 +619,16 @@ void Http2UpstreamConnection::Finish(Http2UpstreamStream& s) {
   }
   s.done_ = true;
   s.decoder_ = nullptr;
+  if (s.peer_closed_) {
+    // Closed by the session already: what it still holds goes back to the connection's
+    // window, and the stream can be collected.
+    s.peer_closed_ = false;
+    if (!s.pending_in_.empty() && session_ != nullptr && !dead_) {
+      nghttp2_session_consume_connection(session_, s.pending_in_.size());
+    }
+    s.pending_in_.clear();
+    by_id_.erase(s.id_);
+  }
   if (s.id_ >= 0 && !s.request_sent_ && session_ != nullptr && !dead_ &&
       nghttp2_session_get_stream_user_data(session_, s.id_) != nullptr) {
     // The response ended before the request: the rest of it is not wanted.
@@ -645,6 +660,13 @@ void Http2UpstreamConnection::Collect() {
 void Http2UpstreamConnection::StreamClosed(int32_t id, uint32_t error_code) {
   Http2UpstreamStream* s = Find(id);
   if (s == nullptr) {
+    return;
+  }
+  if (!s->done_ && error_code == NGHTTP2_NO_ERROR && (s->pending_end_ || s->pending_trailers_)) {
+    // The response is whole, but its tail waits for the client to read (the stream is
+    // read-disabled): nghttp2 is done with the stream, we are not. It stays findable by id
+    // until DeliverPending hands the rest over; Finish then lets it go.
+    s->peer_closed_ = true;
     return;
   }
   by_id_.erase(id);

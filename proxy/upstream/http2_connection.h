@@ -80,6 +80,7 @@ class Http2UpstreamStream final : public http::ClientStream {
   std::string pending_in_;
   bool pending_end_ = false;
   bool pending_trailers_ = false;
+  bool peer_closed_ = false;  // nghttp2 closed it (whole response) while its tail waits here
   bool read_disabled_ = false;
 };
 

@@ -504,6 +504,29 @@ def t_h2_upstream_tail(_up):
         dual.close()
 
 
+def t_h2_upstream_end_while_paused(_up):
+    """An HTTP/2 upstream sends a whole response (within its window) at once to an HTTP/2
+    client with a 1 KiB stream window: the proxy's buffer for that stream fills, so the
+    upstream stream is read-disabled when its END_STREAM arrives (nghttp2 closes it then);
+    the held tail and the end must still reach the client."""
+    size = 200 * 1024  # within the proxy's 256 KiB upstream stream window
+    dual = DualUpstream(big_body=size)
+    p = Proxy(snapshot({("*",): [route([to("h2")])]},
+                       {"h2": {"ports": [dual.port], "cluster": {"protocol": "HTTP2"}}}),
+              concurrency=1)
+    try:
+        for i in range(3):
+            r = subprocess.run(["nghttp", "-w", "10", f"http://127.0.0.1:{p.port}/big"],
+                               capture_output=True, timeout=60)
+            check(f"h2 upstream ends a response while its stream is read-disabled (a slow h2 "
+                  f"client): all {size} bytes arrive ({i + 1}/3)",
+                  r.returncode == 0 and len(r.stdout) == size,
+                  (r.returncode, len(r.stdout), r.stderr[-300:]))
+    finally:
+        p.stop()
+        dual.close()
+
+
 def hpack_get_path(authority, path):
     # :method GET, :scheme http (static table), :path and :authority literals.
     return (bytes([0x82, 0x86, 0x04, len(path)]) + path.encode() +
@@ -650,6 +673,7 @@ def main():
         up = start_upstream("h1")
         for t in (t_h2spec, t_clients, t_client_protocol, t_grpc, t_rapid_reset,
                   t_connection_error_with_streams, t_made_you_reset, t_h2_upstream_tail,
+                  t_h2_upstream_end_while_paused,
                   t_many_streams):
             if pt.ARGS.only and pt.ARGS.only not in t.__name__:
                 continue
