@@ -245,6 +245,35 @@ def frame(ftype, flags, stream, payload=b""):
         struct.pack(">I", stream) + payload
 
 
+def goaway_code(buf):
+    """The error code of the last GOAWAY (type 7) among the frames in `buf`, or None."""
+    code, off = None, 0
+    while off + 9 <= len(buf):
+        length = int.from_bytes(buf[off:off + 3], "big")
+        if buf[off + 3] == 7 and off + 9 + 8 <= len(buf):
+            code = int.from_bytes(buf[off + 13:off + 17], "big")
+        off += 9 + length
+    return code
+
+
+def read_until_closed(s, deadline):
+    """What the proxy sends until it closes `s` (or 4 MiB, or the deadline); closes it."""
+    buf = b""
+    s.settimeout(5)
+    try:
+        while time.time() < deadline:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            buf += chunk
+            if len(buf) > 4 << 20:
+                break
+    except OSError:
+        pass
+    s.close()
+    return buf
+
+
 def hpack_get(authority):
     # :method GET, :scheme http, :path / (static table), :authority literal (index 1).
     return bytes([0x82, 0x86, 0x84, 0x01, len(authority)]) + authority.encode()
@@ -254,12 +283,10 @@ def t_rapid_reset(up):
     p = Proxy(snapshot({("*",): [route([to("a")])]}, {"a": [up]}), concurrency=1)
     try:
         base = rss_kib(p.proc.pid)
-        goaway = None
         sent = 0
         s = socket.create_connection(("127.0.0.1", p.port), timeout=10)
         s.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + frame(4, 0, 0))
         block = hpack_get("x")
-        buf = b""
         deadline = time.time() + 60
         try:
             for i in range(20000):
@@ -270,25 +297,8 @@ def t_rapid_reset(up):
                     break
         except OSError:
             pass
-        s.settimeout(5)
-        try:
-            while time.time() < deadline:
-                chunk = s.recv(65536)
-                if not chunk:
-                    break
-                buf += chunk
-                if len(buf) > 4 << 20:
-                    break
-        except OSError:
-            pass
-        s.close()
-        # Find a GOAWAY (type 7) and its error code.
-        off = 0
-        while off + 9 <= len(buf):
-            length = int.from_bytes(buf[off:off + 3], "big")
-            if buf[off + 3] == 7 and off + 9 + 8 <= len(buf):
-                goaway = int.from_bytes(buf[off + 13:off + 17], "big")
-            off += 9 + length
+        buf = read_until_closed(s, deadline)
+        goaway = goaway_code(buf)
         st = p.stats()
         grown = rss_kib(p.proc.pid) - base
         check(f"rapid reset: after {sent} HEADERS+RST_STREAM pairs the proxy sends GOAWAY "
@@ -561,13 +571,7 @@ def t_connection_error_with_streams(up):
             buf += chunk
         took = time.time() - started
         s.close()
-        goaway = None
-        off = 0
-        while off + 9 <= len(buf):
-            length = int.from_bytes(buf[off:off + 3], "big")
-            if buf[off + 3] == 7 and off + 9 + 8 <= len(buf):
-                goaway = int.from_bytes(buf[off + 13:off + 17], "big")
-            off += 9 + length
+        goaway = goaway_code(buf)
         check("connection error with a stream waiting upstream: GOAWAY PROTOCOL_ERROR, then "
               "the connection closes (not when the upstream answers)",
               goaway == 1 and closed and took < 10, (goaway, closed, round(took, 1)))
@@ -600,26 +604,8 @@ def t_made_you_reset(up):
                     break
         except OSError:
             pass
-        buf = b""
-        s.settimeout(5)
-        try:
-            while time.time() < deadline:
-                chunk = s.recv(65536)
-                if not chunk:
-                    break
-                buf += chunk
-                if len(buf) > 4 << 20:
-                    break
-        except OSError:
-            pass
-        s.close()
-        goaway = None
-        off = 0
-        while off + 9 <= len(buf):
-            length = int.from_bytes(buf[off:off + 3], "big")
-            if buf[off + 3] == 7 and off + 9 + 8 <= len(buf):
-                goaway = int.from_bytes(buf[off + 13:off + 17], "big")
-            off += 9 + length
+        buf = read_until_closed(s, deadline)
+        goaway = goaway_code(buf)
         st = p.stats()
         check(f"MadeYouReset: after {sent} requests each reset by the proxy for a window "
               "overflow, GOAWAY ENHANCE_YOUR_CALM", goaway == 0xb and

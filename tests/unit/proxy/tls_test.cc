@@ -149,7 +149,8 @@ TEST_CASE("tls: a handshake over a socketpair, ALPN, then data both ways") {
 // A stock OpenSSL client (its default TLS 1.3 suite order puts AES-256-GCM-SHA384 first)
 // against the server transport over a socketpair; counts the session tickets it receives.
 struct StockClient {
-  explicit StockClient(SSL_CTX* ctx, int fd) : ssl(SSL_new(ctx)) {
+  // Owns `fd` (its end of the socketpair).
+  explicit StockClient(SSL_CTX* ctx, int fd) : ssl(SSL_new(ctx)), fd_(fd) {
     SSL_set_fd(ssl, fd);
     SSL_set_connect_state(ssl);
     SSL_set_tlsext_host_name(ssl, "shop.example");
@@ -157,6 +158,7 @@ struct StockClient {
   ~StockClient() {
     SSL_shutdown(ssl);  // else OpenSSL marks the connection's sessions not resumable
     SSL_free(ssl);
+    ::close(fd_);
   }
   // Drives both ends: the handshake, then reads what the server sends after it (tickets).
   bool Run(TlsTransport& server) {
@@ -177,7 +179,23 @@ struct StockClient {
     return done && server.handshake_done();
   }
   SSL* ssl;
+
+ private:
+  int fd_;
 };
+
+// A server context for shop.example (self-signed P-256), default options.
+std::shared_ptr<TlsContext> ShopServerContext() {
+  KeyPair server = MakeCert("shop.example", {"DNS:shop.example"});
+  std::string error;
+  skiff::net::TlsServerOptions so;
+  so.certificate_chain = server.cert;
+  so.private_key = server.key;
+  auto sctx = TlsContext::Server(so, &error);
+  INFO(error);
+  REQUIRE(sctx);
+  return sctx;
+}
 
 int g_tickets = 0;
 SSL_SESSION* g_session = nullptr;
@@ -192,14 +210,7 @@ int CountTicket(SSL* /*ssl*/, SSL_SESSION* session) {
 }
 
 TEST_CASE("tls: TLS 1.3 picks AES-128-GCM-SHA256 and sends one session ticket that resumes") {
-  KeyPair server = MakeCert("shop.example", {"DNS:shop.example"});
-  std::string error;
-  skiff::net::TlsServerOptions so;
-  so.certificate_chain = server.cert;
-  so.private_key = server.key;
-  auto sctx = TlsContext::Server(so, &error);
-  INFO(error);
-  REQUIRE(sctx);
+  auto sctx = ShopServerContext();
   SSL_CTX* cctx = SSL_CTX_new(TLS_client_method());
   SSL_CTX_set_session_cache_mode(cctx, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
   SSL_CTX_sess_set_new_cb(cctx, CountTicket);
@@ -208,10 +219,6 @@ TEST_CASE("tls: TLS 1.3 picks AES-128-GCM-SHA256 and sends one session ticket th
     INFO("connection " << round + 1);
     auto [sfd, cfd] = SocketPair();
     auto s = TlsTransport::Server(sfd, sctx, {});
-    struct Fd {
-      int fd;
-      ~Fd() { ::close(fd); }
-    } client_fd{cfd};
     StockClient c(cctx, cfd);
     if (round == 1) {
       REQUIRE(g_session != nullptr);
@@ -232,14 +239,7 @@ TEST_CASE("tls: TLS 1.3 picks AES-128-GCM-SHA256 and sends one session ticket th
 }
 
 TEST_CASE("tls: a client that lists ChaCha20-Poly1305 first gets it (TLS 1.3 and 1.2)") {
-  KeyPair server = MakeCert("shop.example", {"DNS:shop.example"});
-  std::string error;
-  skiff::net::TlsServerOptions so;
-  so.certificate_chain = server.cert;
-  so.private_key = server.key;
-  auto sctx = TlsContext::Server(so, &error);
-  INFO(error);
-  REQUIRE(sctx);
+  auto sctx = ShopServerContext();
   for (bool tls13 : {true, false}) {
     INFO((tls13 ? "TLS 1.3" : "TLS 1.2"));
     SSL_CTX* cctx = SSL_CTX_new(TLS_client_method());
@@ -252,10 +252,6 @@ TEST_CASE("tls: a client that lists ChaCha20-Poly1305 first gets it (TLS 1.3 and
     {
       auto [sfd, cfd] = SocketPair();
       auto s = TlsTransport::Server(sfd, sctx, {});
-      struct Fd {
-        int fd;
-        ~Fd() { ::close(fd); }
-      } client_fd{cfd};
       StockClient c(cctx, cfd);
       REQUIRE(c.Run(*s));
       CHECK(std::string(SSL_CIPHER_get_name(SSL_get_current_cipher(c.ssl))) ==
