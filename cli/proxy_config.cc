@@ -189,6 +189,14 @@ void PrintListeners(const v1::Snapshot& s, const json& bound) {
       }
       dest = Join(chains, "; ");
     }
+    if (l.has_tcp_route()) {
+      // A TCP port: its cluster, or each cluster with its weight.
+      std::vector<std::string> to;
+      for (const auto& wc : l.tcp_route().clusters()) {
+        to.push_back(wc.cluster() + " " + std::to_string(wc.weight()));
+      }
+      dest = "TCP: " + (to.empty() ? l.tcp_route().cluster() : Join(to, ", "));
+    }
     t.Add({l.name(), Or(l.address(), "0.0.0.0"), std::to_string(l.port()), Or(l.protocol()), dest,
            at});
   }

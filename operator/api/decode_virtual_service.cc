@@ -113,7 +113,7 @@ void AnalyzeUnreachable(const std::vector<HTTPRoute>& http, const std::string& p
   }
 }
 
-// TCP and TLS routes: validated as Istio does, not served yet.
+// TCP and TLS routes' destinations, validated as Istio does.
 void CheckL4Destinations(Reader& r, const std::string& path, Messages& msgs,
                          std::vector<RouteDestination>* out = nullptr) {
   size_t count = 0;
@@ -152,35 +152,52 @@ void CheckL4Destinations(Reader& r, const std::string& path, Messages& msgs,
   (void)path;
 }
 
-void CheckL4Match(Reader& m, Messages& msgs, TLSMatchAttributes* out = nullptr) {
+// The attributes tls: and tcp: matches share; `tcp` (null for tls:) also gets the source
+// conditions a TCP route is narrowed by.
+void CheckL4Match(Reader& m, Messages& msgs, uint32_t* port_out,
+                  std::vector<std::string>* gateways_out, L4MatchAttributes* tcp = nullptr) {
   auto port = m.Int("port");
   if (port && (*port < 1 || *port > 65535)) {
     msgs.Error(m.Path("port"), "must be a port number between 1 and 65535");
-  } else if (port && out != nullptr) {
-    out->port = static_cast<uint32_t>(*port);
+  } else if (port) {
+    *port_out = static_cast<uint32_t>(*port);
   }
-  if (out != nullptr) {
-    out->gateways = m.StringList("gateways");
-  }
-  for (const auto& subnet : m.StringList("destinationSubnets")) {
+  *gateways_out = m.StringList("gateways");
+  const auto subnets = m.StringList("destinationSubnets");
+  for (const auto& subnet : subnets) {
     auto slash = subnet.find('/');
     if (!IsValidIp(subnet.substr(0, slash))) {
       msgs.Error(m.Path("destinationSubnets"), "\"" + subnet + "\" is not an IP or CIDR");
     }
   }
-  CheckLabels(m.StringMap("sourceLabels"), m.Path("sourceLabels"), msgs);
-  CheckGatewayNames(m.StringList("gateways"), m.Path("gateways"), msgs);
-  m.Ignore("sourceNamespace");
+  Labels source_labels = m.StringMap("sourceLabels");
+  CheckLabels(source_labels, m.Path("sourceLabels"), msgs);
+  CheckGatewayNames(*gateways_out, m.Path("gateways"), msgs);
+  std::string source_namespace = m.String("sourceNamespace");
   m.Ignore("sourceSubnet");
+  if (tcp == nullptr) {
+    return;
+  }
+  if (!subnets.empty()) {
+    tcp->destination_subnets = true;
+    msgs.Warn(m.Path("destinationSubnets"),
+              "destination subnets are not matched by skiff; this match is never used");
+  }
+  tcp->source_labels = std::move(source_labels);
+  tcp->source_namespace = std::move(source_namespace);
 }
 
-void CheckTcpRoute(const nlohmann::json& j, const std::string& path, Messages& msgs) {
+TCPRoute CheckTcpRoute(const nlohmann::json& j, const std::string& path, Messages& msgs) {
+  TCPRoute route;
   Reader r(j, path, msgs);
   ForEachItem(r, "match", [&](const nlohmann::json& item, const std::string& p) {
     Reader m(item, p, msgs);
-    CheckL4Match(m, msgs);
+    L4MatchAttributes attrs;
+    CheckL4Match(m, msgs, &attrs.port, &attrs.gateways, &attrs);
+    route.match.push_back(std::move(attrs));
   });
-  CheckL4Destinations(r, path, msgs);
+  CheckL4Destinations(r, path, msgs, &route.route);
+  return route;
 }
 
 TLSRoute CheckTlsRoute(const nlohmann::json& j, const std::string& path, Messages& msgs,
@@ -219,18 +236,13 @@ TLSRoute CheckTlsRoute(const nlohmann::json& j, const std::string& path, Message
             at, "SNI host \"" + sni[i] + "\" is not a subset of any of the VirtualService's hosts");
       }
     }
-    CheckL4Match(m, msgs, &attrs);
+    CheckL4Match(m, msgs, &attrs.port, &attrs.gateways);
     route.match.push_back(std::move(attrs));
   });
   if (matches == 0) {
     msgs.Error(r.Path("match"), "a TLS route needs at least one match");
   }
   CheckL4Destinations(r, path, msgs, &route.route);
-  if (route.route.size() > 1) {
-    msgs.Warn(r.Path("route"),
-              "skiff sends each SNI host to one destination, the one with the largest weight; "
-              "connections are not split by weight");
-  }
   return route;
 }
 
@@ -324,13 +336,15 @@ VirtualService DecodeVirtualService(Reader& spec) {
                "at least one of http, tcp or tls routes is required");
   }
   ForEachItem(spec, "tcp", [&](const nlohmann::json& j, const std::string& path) {
-    CheckTcpRoute(j, path, msgs);
+    vs.tcp.push_back(CheckTcpRoute(j, path, msgs));
   });
   ForEachItem(spec, "tls", [&](const nlohmann::json& j, const std::string& path) {
     vs.tls.push_back(CheckTlsRoute(j, path, msgs, vs.hosts));
   });
-  if (vs.tcp_routes > 0) {
-    msgs.Warn(spec.Path("tcp"), "TCP routes are not supported by skiff yet; ignored");
+  if (vs.tcp_routes > 0 && !to_gateway) {
+    msgs.Warn(spec.Path("tcp"),
+              "TCP routes are served at gateways (TCP servers); for the mesh they are not "
+              "served by skiff yet");
   }
   if (vs.tls_routes > 0 && !to_gateway) {
     msgs.Warn(spec.Path("tls"),

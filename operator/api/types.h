@@ -312,14 +312,32 @@ struct TLSRoute {
   bool operator==(const TLSRoute&) const = default;
 };
 
+// A tcp: route's match (Istio's L4MatchAttributes; destinationSubnets is not matched).
+struct L4MatchAttributes {
+  uint32_t port = 0;
+  std::vector<std::string> gateways;
+  Labels source_labels;
+  std::string source_namespace;
+  bool destination_subnets = false;  // set: skiff never matches it (warned)
+  bool operator==(const L4MatchAttributes&) const = default;
+};
+
+// A tcp: route: served at a Gateway's TCP servers.
+struct TCPRoute {
+  std::vector<L4MatchAttributes> match;
+  std::vector<RouteDestination> route;
+  bool operator==(const TCPRoute&) const = default;
+};
+
 struct VirtualService {
   std::vector<std::string> hosts;
   std::vector<std::string> gateways;
   std::vector<HTTPRoute> http;
   std::vector<std::string> export_to;
-  size_t tcp_routes = 0;  // validated, not served yet
+  size_t tcp_routes = 0;
   size_t tls_routes = 0;
   std::vector<TLSRoute> tls;  // decoded when valid
+  std::vector<TCPRoute> tcp;  // decoded when valid
   // No hosts: a delegate, whose routes a root VirtualService's http[].delegate inlines.
   [[nodiscard]] bool IsDelegate() const { return hosts.empty(); }
   bool operator==(const VirtualService&) const = default;

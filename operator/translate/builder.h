@@ -62,6 +62,28 @@ class Builder {
   static void SetServerNames(const Bound& b, v1::FilterChain* fc);
   // PASSTHROUGH: the VirtualServices' tls: routes bound to the server.
   void AddSniRoutes(uint32_t port, const Bound& b, v1::FilterChain* fc);
+  // TCP servers: the first VirtualService tcp: route bound to one of them; false if none.
+  bool SetTcpRoute(uint32_t port, const std::vector<const Bound*>& bounds, v1::TcpRoute* out);
+  // A tcp:/tls: route's destinations: the heaviest as `cluster`, all of them weighted when
+  // there are several.
+  template <typename Out>
+  void SetL4Destinations(const std::vector<api::RouteDestination>& route, const std::string& ns,
+                         uint32_t port, Out* out) {
+    const api::RouteDestination* best = &route[0];
+    for (const auto& rd : route) {
+      if (rd.weight > best->weight) {
+        best = &rd;
+      }
+    }
+    SetDestinationCluster(best->destination, ns, port, out->mutable_cluster());
+    if (route.size() > 1) {
+      for (const auto& rd : route) {
+        auto* wc = out->add_clusters();
+        SetDestinationCluster(rd.destination, ns, port, wc->mutable_cluster());
+        wc->set_weight(static_cast<uint32_t>(rd.weight));
+      }
+    }
+  }
 
   // -- TLS (tls.cc) --
   // A terminating server's context, its Secrets added to the snapshot; false when its

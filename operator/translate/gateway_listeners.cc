@@ -3,7 +3,8 @@
 // hosts ∩ server hosts). A TLS port (HTTPS / TLS servers) has a filter chain per server,
 // chosen by SNI: a terminating one (SIMPLE, MUTUAL, OPTIONAL_MUTUAL) with its own route
 // table, or a PASSTHROUGH one whose VirtualService tls: routes send each SNI host to a
-// cluster unterminated.
+// cluster unterminated. A TCP port (TCP, MONGO, MYSQL, REDIS servers) sends every
+// connection to the destination of the first VirtualService tcp: route bound to it.
 #include <algorithm>
 #include <deque>
 #include <map>
@@ -20,6 +21,8 @@ namespace {
 bool IsTlsServer(const api::Server& s) {
   return s.port && (s.port->protocol == "HTTPS" || s.port->protocol == "TLS");
 }
+
+bool IsTcpServer(const api::Server& s) { return s.port && IsTcpProtocol(s.port->protocol); }
 
 // Where an httpsRedirect sends clients: the Gateway's first HTTPS server's port, else 443.
 uint32_t HttpsPortOf(const Object& gw) {
@@ -42,7 +45,7 @@ bool GatewayServerServed(const api::Server& s, std::string* why) {
     return false;
   }
   const std::string& p = s.port->protocol;
-  if (IsServedProtocol(p)) {
+  if (IsServedProtocol(p) || IsTcpProtocol(p)) {
     return true;
   }
   if (p != "HTTPS" && p != "TLS") {
@@ -101,6 +104,25 @@ void Builder::BuildGateway() {
   for (const auto& [port, all] : by_port) {
     bool tls_port =
         std::any_of(all.begin(), all.end(), [](const Bound& b) { return IsTlsServer(*b.server); });
+    if (!tls_port && IsTcpServer(*all.front().server)) {
+      // A TCP port: its HTTP servers cannot be told apart from TCP clients, and are left
+      // out (the first server of the port decides, as the Gateway's status says).
+      bounds.clear();
+      for (const auto& b : all) {
+        if (IsTcpServer(*b.server)) {
+          bounds.push_back(&b);
+        }
+      }
+      auto* l = snapshot_->add_listeners();
+      l->set_name("0.0.0.0_" + std::to_string(port));
+      l->set_address("0.0.0.0");
+      l->set_port(port);
+      l->set_protocol("TCP");
+      if (!SetTcpRoute(port, bounds, l->mutable_tcp_route())) {
+        snapshot_->mutable_listeners()->RemoveLast();  // no route: nothing to serve
+      }
+      continue;
+    }
     if (!tls_port) {
       std::string table_name = "http." + std::to_string(port);
       auto* l = snapshot_->add_listeners();
@@ -113,7 +135,9 @@ void Builder::BuildGateway() {
       table->set_name(std::move(table_name));
       bounds.clear();
       for (const auto& b : all) {
-        bounds.push_back(&b);
+        if (!IsTcpServer(*b.server)) {
+          bounds.push_back(&b);  // (TCP servers after an HTTP one are left out)
+        }
       }
       FillGatewayTable(port, bounds, table);
       continue;
@@ -234,23 +258,56 @@ void Builder::AddSniRoutes(uint32_t port, const Bound& b, v1::FilterChain* fc) {
         }
         // `cluster`: the destination with the largest weight (the first of equals); with
         // several, each connection picks one by weight.
-        const api::RouteDestination* best = &route.route[0];
-        for (const auto& rd : route.route) {
-          if (rd.weight > best->weight) {
-            best = &rd;
-          }
+        SetL4Destinations(route.route, vs_ns, port, sr);
+      }
+    }
+  }
+}
+
+bool Builder::SetTcpRoute(uint32_t port, const std::vector<const Bound*>& bounds,
+                          v1::TcpRoute* out) {
+  for (const Object* vs_obj : index_.virtual_services) {
+    const auto& vs = vs_obj->As<api::VirtualService>();
+    const std::string& vs_ns = vs_obj->meta.namespace_;
+    for (const Bound* b : bounds) {
+      // Visible to the server: one of the VirtualService's hosts in a namespace and a host
+      // the server admits.
+      bool host_ok = false;
+      for (const auto& sh : b->hosts) {
+        if (!sh.any_namespace && sh.ns != vs_ns) {
+          continue;
         }
-        SetDestinationCluster(best->destination, vs_ns, port, sr->mutable_cluster());
-        if (route.route.size() > 1) {
-          for (const auto& rd : route.route) {
-            auto* wc = sr->add_clusters();
-            SetDestinationCluster(rd.destination, vs_ns, port, wc->mutable_cluster());
-            wc->set_weight(static_cast<uint32_t>(rd.weight));
-          }
+        for (const auto& h : vs.hosts) {
+          host_ok = host_ok || !IntersectHostsView(h, sh.host).empty();
+        }
+      }
+      if (!host_ok) {
+        continue;
+      }
+      auto bound_to = [&](const std::vector<std::string>& refs) {
+        return std::any_of(refs.begin(), refs.end(),
+                           [&](const std::string& ref) { return RefersTo(ref, vs_ns, b->key); });
+      };
+      for (const auto& route : vs.tcp) {
+        if (route.route.empty()) {
+          continue;
+        }
+        bool applies = route.match.empty() && bound_to(vs.gateways);
+        for (const auto& m : route.match) {
+          applies =
+              applies || (bound_to(m.gateways.empty() ? vs.gateways : m.gateways) &&
+                          (m.port == 0 || m.port == port) && !m.destination_subnets &&
+                          (m.source_namespace.empty() || m.source_namespace == group_.namespace_) &&
+                          LabelsMatch(m.source_labels, group_.labels));
+        }
+        if (applies) {
+          SetL4Destinations(route.route, vs_ns, port, out);
+          return true;
         }
       }
     }
   }
+  return false;
 }
 
 void Builder::FillGatewayTable(uint32_t port, const std::vector<const Bound*>& bounds,

@@ -210,21 +210,35 @@ ResourceStatus MakeStatus(const Index& index, const Object& o, Scratch* scratch)
         unsupported.push_back(std::move(text));
         continue;
       }
-      if (s.port && IsServedProtocol(s.port->protocol)) {
-        // A plain-text server on a port that TLS servers use (of any Gateway with the
-        // same selector would be finer; this one's are what its status can tell).
+      const bool tcp = s.port && IsTcpProtocol(s.port->protocol);
+      if (s.port && (IsServedProtocol(s.port->protocol) || tcp)) {
+        // A plain-text server on a port that TLS servers use, or an HTTP server on the TCP
+        // port of an earlier server (and the reverse): the first kind on the port wins (of
+        // any Gateway with the same selector would be finer; this one's are what its
+        // status can tell).
         for (size_t k = 0; k < gw.servers.size(); ++k) {
           const auto& other = gw.servers[k];
-          if (other.port && other.port->number == s.port->number &&
-              (other.port->protocol == "HTTPS" || other.port->protocol == "TLS")) {
-            std::string text = "spec.servers[" + std::to_string(i) + "]: port " +
-                               std::to_string(s.port->number) + " also has the TLS server " +
-                               "spec.servers[" + std::to_string(k) +
-                               "]; a plain-text server cannot share it, and is ignored";
-            st.warnings.push_back(text);
-            unsupported.push_back(std::move(text));
-            break;
+          if (!other.port || other.port->number != s.port->number) {
+            continue;
           }
+          std::string text;
+          if (other.port->protocol == "HTTPS" || other.port->protocol == "TLS") {
+            text = "spec.servers[" + std::to_string(i) + "]: port " +
+                   std::to_string(s.port->number) + " also has the TLS server " + "spec.servers[" +
+                   std::to_string(k) + "]; a plain-text server cannot share it, and is ignored";
+          } else if (k < i && IsTcpProtocol(other.port->protocol) != tcp &&
+                     (IsServedProtocol(other.port->protocol) ||
+                      IsTcpProtocol(other.port->protocol))) {
+            text = "spec.servers[" + std::to_string(i) + "]: port " +
+                   std::to_string(s.port->number) + " is served as " + (tcp ? "HTTP" : "TCP") +
+                   " (spec.servers[" + std::to_string(k) + "] comes first); " +
+                   (tcp ? "a TCP" : "an HTTP") + " server cannot share it, and is ignored";
+          } else {
+            continue;
+          }
+          st.warnings.push_back(text);
+          unsupported.push_back(std::move(text));
+          break;
         }
       }
       if (s.tls && s.tls->mode != "PASSTHROUGH") {

@@ -32,12 +32,18 @@ inline void SetDuration(google::protobuf::Duration* out, api::Duration d) {
   out->set_nanos(static_cast<int32_t>(d.count() % 1000000000));
 }
 
-// Gateway server protocols skiff serves (HTTP/1.1 listeners).
+// Gateway server protocols skiff serves as HTTP (HTTP/1.1, and HTTP/2 told by its preface).
 inline bool IsServedProtocol(std::string_view protocol) {
-  return protocol == "HTTP" || protocol == "HTTP2";
+  return protocol == "HTTP" || protocol == "HTTP2" || protocol == "GRPC";
 }
 
-// Is a Gateway server served (HTTP, HTTP2; HTTPS and TLS with a mode skiff serves)? When
+// Gateway server protocols served as plain TCP, by the VirtualServices' tcp: routes (as
+// Istio, which proxies MONGO, MYSQL and REDIS as TCP unless their filters are turned on).
+inline bool IsTcpProtocol(std::string_view protocol) {
+  return protocol == "TCP" || protocol == "MONGO" || protocol == "MYSQL" || protocol == "REDIS";
+}
+
+// Is a Gateway server served (HTTP, HTTP2, GRPC, TCP; HTTPS and TLS with a mode skiff serves)? When
 // not, `*why` says why unless the server is invalid anyway (gateway_listeners.cc).
 bool GatewayServerServed(const api::Server& s, std::string* why);
 

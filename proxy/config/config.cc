@@ -150,6 +150,32 @@ void Names(const google::protobuf::RepeatedPtrField<std::string>& names,
   }
 }
 
+// A TcpRoute or SniRoute message's destinations; false (with *error) when one names a
+// cluster that does not exist and references are strict.
+template <typename Route>
+bool TcpDestinationOf(const Config& cfg, const Route& r, const std::string& at, bool strict,
+                      TcpDestination* out, std::string* error) {
+  out->cluster = cfg.FindCluster(r.cluster());
+  if (out->cluster == nullptr && strict) {
+    *error = at + ".cluster: cluster \"" + r.cluster() + "\" does not exist";
+    return false;
+  }
+  for (int wi = 0; wi < r.clusters_size(); ++wi) {
+    const auto& wc = r.clusters(wi);
+    const upstream::Cluster* c = cfg.FindCluster(wc.cluster());
+    if (c == nullptr && strict) {
+      *error = at + ".clusters[" + std::to_string(wi) + "].cluster: cluster \"" + wc.cluster() +
+               "\" does not exist";
+      return false;
+    }
+    if (c != nullptr && wc.weight() > 0) {
+      out->weighted.emplace_back(c, wc.weight());
+      out->total_weight += wc.weight();
+    }
+  }
+  return true;
+}
+
 int NameMatch(std::string_view sni, const std::vector<std::string>& exact,
               const std::vector<std::string>& suffixes) {
   for (const auto& e : exact) {
@@ -166,6 +192,20 @@ int NameMatch(std::string_view sni, const std::vector<std::string>& exact,
 }
 
 }  // namespace
+
+const upstream::Cluster* TcpDestination::Pick(uint64_t random) const {
+  if (total_weight == 0) {
+    return cluster;
+  }
+  uint64_t pick = random % total_weight;
+  for (const auto& [c, w] : weighted) {
+    if (pick < w) {
+      return c;
+    }
+    pick -= w;
+  }
+  return cluster;  // not reached: the weights sum to total_weight
+}
 
 const FilterChainConfig* ListenerConfig::ChainFor(std::string_view sni) const {
   if (filter_chains.empty()) {
@@ -439,8 +479,8 @@ std::shared_ptr<const Config> Config::Build(v1::Snapshot snapshot,
     auto t = tables.find(l.route_table());
     if (t != tables.end()) {
       lc.route_table = t->second;
-    } else if (!(l.route_table().empty() &&
-                 (l.capture() == v1::CAPTURE_INBOUND || l.filter_chains_size() > 0))) {
+    } else if (!(l.route_table().empty() && (l.capture() == v1::CAPTURE_INBOUND ||
+                                             l.filter_chains_size() > 0 || l.has_tcp_route()))) {
       // (An inbound capture listener routes by its ports' tables and needs none itself.)
       if (!strict_references) {
         continue;  // not served until its route table arrives (Envoy: a warming listener)
@@ -520,25 +560,9 @@ std::shared_ptr<const Config> Config::Build(v1::Snapshot snapshot,
           const auto& r = fc.sni_routes(ri);
           FilterChainConfig::SniRoute route;
           Names(r.sni_hosts(), &route.exact, &route.suffixes, nullptr);
-          route.cluster = cfg->FindCluster(r.cluster());
-          if (route.cluster == nullptr && strict_references) {
-            *error = at + ".sni_routes[" + std::to_string(ri) + "].cluster: cluster \"" +
-                     r.cluster() + "\" does not exist";
+          if (!TcpDestinationOf(*cfg, r, at + ".sni_routes[" + std::to_string(ri) + "]",
+                                strict_references, &route, error)) {
             return nullptr;
-          }
-          for (int wi = 0; wi < r.clusters_size(); ++wi) {
-            const auto& wc = r.clusters(wi);
-            const upstream::Cluster* c = cfg->FindCluster(wc.cluster());
-            if (c == nullptr && strict_references) {
-              *error = at + ".sni_routes[" + std::to_string(ri) + "].clusters[" +
-                       std::to_string(wi) + "].cluster: cluster \"" + wc.cluster() +
-                       "\" does not exist";
-              return nullptr;
-            }
-            if (c != nullptr && wc.weight() > 0) {
-              route.weighted.emplace_back(c, wc.weight());
-              route.total_weight += wc.weight();
-            }
           }
           chain.sni_routes.push_back(std::move(route));
         }
@@ -547,6 +571,17 @@ std::shared_ptr<const Config> Config::Build(v1::Snapshot snapshot,
     }
     if (l.filter_chains_size() > 0 && lc.filter_chains.empty()) {
       continue;  // a TLS port none of whose servers can be served yet: not bound at all
+    }
+    if (l.has_tcp_route()) {
+      TcpDestination d;
+      if (!TcpDestinationOf(*cfg, l.tcp_route(), path + ".tcp_route", strict_references, &d,
+                            error)) {
+        return nullptr;
+      }
+      if (d.cluster == nullptr && d.total_weight == 0) {
+        continue;  // its clusters have not arrived: not bound yet
+      }
+      lc.tcp_route = std::move(d);
     }
     switch (l.path_normalization()) {
       case v1::PATH_NORMALIZATION_NONE:

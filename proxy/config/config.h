@@ -32,6 +32,16 @@ struct InboundPortConfig {
   const upstream::Cluster* tcp_cluster = nullptr;
 };
 
+// Where a TCP connection goes: one cluster, or one of several by weight.
+struct TcpDestination {
+  const upstream::Cluster* cluster = nullptr;
+  // Several destinations: (cluster, weight), a connection's pick drawn over total_weight.
+  std::vector<std::pair<const upstream::Cluster*, uint32_t>> weighted;
+  uint64_t total_weight = 0;
+  // The cluster for a connection, `random` drawn by the caller; nullptr when there is none.
+  [[nodiscard]] const upstream::Cluster* Pick(uint64_t random) const;
+};
+
 // A listener part chosen by SNI: terminated TLS with its routes, or passthrough by SNI.
 struct FilterChainConfig {
   std::string name;
@@ -40,12 +50,8 @@ struct FilterChainConfig {
   bool any_name = false;                 // no server names: matches any SNI
   std::shared_ptr<net::TlsContext> tls;  // null: passthrough
   const router::RouteTable* route_table = nullptr;
-  struct SniRoute {
+  struct SniRoute : TcpDestination {
     std::vector<std::string> exact, suffixes;
-    const upstream::Cluster* cluster = nullptr;
-    // Several destinations: (cluster, weight), a connection's pick drawn over total_weight.
-    std::vector<std::pair<const upstream::Cluster*, uint32_t>> weighted;
-    uint64_t total_weight = 0;
   };
   std::vector<SniRoute> sni_routes;
 };
@@ -65,6 +71,8 @@ struct ListenerConfig {
   std::unordered_map<uint32_t, InboundPortConfig> inbound_ports;
   // TLS (a Gateway's HTTPS / TLS servers): chains by SNI; empty for plain listeners.
   std::vector<FilterChainConfig> filter_chains;
+  // TCP (a Gateway's TCP servers): every connection is proxied as bytes to this.
+  std::optional<TcpDestination> tcp_route;
   // The chain for a server name: exact, longest wildcard, a chain without names, else
   // (no SNI, or no match) the first chain; nullptr when there are none.
   [[nodiscard]] const FilterChainConfig* ChainFor(std::string_view sni) const;

@@ -93,20 +93,8 @@ void TlsInspector::HandOff(const std::string& sni) {
       if (!match) {
         continue;
       }
-      if (r.total_weight > 0) {
-        // Weighted destinations: this connection's share.
-        uint64_t pick = context_.NextRandom() % r.total_weight;
-        for (const auto& [c, w] : r.weighted) {
-          if (pick < w) {
-            cluster = c;
-            break;
-          }
-          pick -= w;
-        }
-        break;
-      }
-      if (r.cluster != nullptr) {
-        cluster = r.cluster;
+      cluster = r.Pick(r.total_weight > 0 ? context_.NextRandom() : 0);
+      if (cluster != nullptr || r.total_weight > 0) {
         break;
       }
     }

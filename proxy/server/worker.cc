@@ -9,6 +9,7 @@
 #include "proxy/net/socket.h"
 #include "proxy/server/capture.h"
 #include "proxy/server/downstream_connection.h"
+#include "proxy/server/tcp_proxy.h"
 #include "proxy/server/tls_inspector.h"
 
 namespace skiff::proxy {
@@ -216,6 +217,17 @@ void Worker::OnAccept(int fd, const std::string& address, uint32_t bind_port,
     info.listener_port = lc->port;
     info.config = config_;  // the chains the inspector chooses from stay alive
     conn = std::make_unique<TlsInspector>(*this, fd, *lc, std::move(info));
+  } else if (lc->tcp_route) {
+    // A Gateway's TCP server: bytes to the tcp: route's destination (one pick per
+    // connection when it has several).
+    TcpProxy::Target target;
+    target.cluster = lc->tcp_route->Pick(lc->tcp_route->total_weight > 0 ? NextRandom() : 0);
+    if (target.cluster != nullptr) {
+      target.source = target.cluster->source_address;
+      conn = std::make_unique<TcpProxy>(*this, fd, std::string_view(), target);
+    } else {
+      ::close(fd);
+    }
   } else if (lc->capture != v1::CAPTURE_NONE) {
     conn = ServeCaptured(*this, fd, *lc, peer);  // by the connection's original destination
   } else {

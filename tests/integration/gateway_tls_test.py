@@ -175,9 +175,10 @@ endpoints:
 class GatewayProxy:
     """skiff-proxy over xDS from the operator, with the Gateway's ports remapped."""
 
-    def __init__(self, op_port, node_id, labels="istio=ingressgateway", extra=()):
-        self.dir = tempfile.mkdtemp(prefix="skiff-gw-tls-")
-        self.ports = {443: free_port(), 8443: free_port(), 80: free_port()}
+    def __init__(self, op_port, node_id, labels="istio=ingressgateway", extra=(),
+                 ports=(443, 8443, 80)):
+        self.dir = tempfile.mkdtemp(prefix="skiff-gw-")
+        self.ports = {p: free_port() for p in ports}
         self.admin = free_port()
         self.log_path = os.path.join(self.dir, "proxy.log")
         self.log = open(self.log_path, "w+")

@@ -1,0 +1,264 @@
+#!/usr/bin/env python3
+"""TCP at the gateway through the operator (Istio's "TCP traffic shifting" task): a Gateway
+TCP server and a VirtualService tcp: route with weights in a --config-dir, the operator
+serving the proxy over xDS, real sockets to TCP echo backends. Bytes both ways and a
+half-close, connections split by weight, a weight change reaching new connections while an
+established one keeps its backend, the route shown by skiffctl proxy-config, a TCP server
+without a route refused, and a GRPC server served as HTTP (h2c by its preface).
+Prints 'N passed, N failed'."""
+import argparse
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import traceback
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+import gateway_tls_test as gt  # noqa: E402  (the gateway proxy over xDS)
+import proxy_test as pt  # noqa: E402
+import xds_test as xt  # noqa: E402  (the file-source operator)
+from proxy_test import check, free_port  # noqa: E402
+
+ARGS = None
+
+
+class EchoServer:
+    """A TCP backend: answers each connection with "<name>:" and then echoes every byte;
+    on the client's half-close it sends "<name>:bye" and closes. Counts connections."""
+
+    def __init__(self, name):
+        self.name = name.encode()
+        self.connections = 0
+        self.lock = threading.Lock()
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(128)
+        self.port = self.sock.getsockname()[1]
+        threading.Thread(target=self.serve, daemon=True).start()
+
+    def serve(self):
+        while True:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            with self.lock:
+                self.connections += 1
+            threading.Thread(target=self.echo, args=(c,), daemon=True).start()
+
+    def echo(self, c):
+        c.settimeout(30)
+        try:
+            c.sendall(self.name + b":")
+            while True:
+                d = c.recv(65536)
+                if not d:
+                    c.sendall(self.name + b":bye")
+                    break
+                c.sendall(d)
+        except OSError:
+            pass
+        finally:
+            c.close()
+
+    def count(self):
+        with self.lock:
+            return self.connections
+
+
+def config(weight_a, weight_b, up):
+    return f"""apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {{name: tcp-gateway, namespace: shop}}
+spec:
+  selector: {{istio: ingressgateway}}
+  servers:
+  - port: {{number: 31400, name: tcp, protocol: TCP}}
+    hosts: ["*"]
+  - port: {{number: 31401, name: tcp-unrouted, protocol: TCP}}
+    hosts: ["*"]
+  - port: {{number: 8080, name: grpc, protocol: GRPC}}
+    hosts: ["*"]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: tcp-echo, namespace: shop}}
+spec:
+  hosts: ["*"]
+  gateways: [tcp-gateway]
+  tcp:
+  - match: [{{port: 31400}}]
+    route:
+    - destination: {{host: tcp-echo, port: {{number: 9000}}, subset: v1}}
+      weight: {weight_a}
+    - destination: {{host: tcp-echo, port: {{number: 9000}}, subset: v2}}
+      weight: {weight_b}
+  http:
+  - route: [{{destination: {{host: web}}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: tcp-echo, namespace: shop}}
+spec:
+  host: tcp-echo
+  subsets:
+  - {{name: v1, labels: {{version: v1}}}}
+  - {{name: v2, labels: {{version: v2}}}}
+""" + gt.service("web", up)
+
+
+def backends(a, b):
+    """The tcp-echo Service (port 9000) with one endpoint per version."""
+    slices = "".join(f"""---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {{name: tcp-echo-{v}, namespace: shop, labels: {{kubernetes.io/service-name: tcp-echo}}}}
+addressType: IPv4
+ports: [{{name: tcp, port: {port}}}]
+endpoints:
+- addresses: [127.0.0.1]
+  conditions: {{ready: true}}
+  targetRef: {{kind: Pod, name: tcp-echo-{v}, namespace: shop}}
+""" for v, port in (("v1", a), ("v2", b)))
+    pods = "".join(f"""---
+apiVersion: v1
+kind: Pod
+metadata: {{name: tcp-echo-{v}, namespace: shop, labels: {{app: tcp-echo, version: {v}}}}}
+status: {{podIP: 127.0.0.1, conditions: [{{type: Ready, status: "True"}}]}}
+""" for v in ("v1", "v2"))
+    return f"""apiVersion: v1
+kind: Service
+metadata: {{name: tcp-echo, namespace: shop}}
+spec:
+  selector: {{app: tcp-echo}}
+  ports: [{{name: tcp, port: 9000}}]
+""" + slices + pods
+
+
+def converse(port, payload=b"hello"):
+    """Connects, sends payload, half-closes, reads to EOF: the backend's answer."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        def send():
+            s.sendall(payload)
+            s.shutdown(socket.SHUT_WR)
+        # (Sent from a thread: the answer is read while a large payload is still going.)
+        sender = threading.Thread(target=send, daemon=True)
+        sender.start()
+        out = b""
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            d = s.recv(65536)
+            if not d:
+                break
+            out += d
+        sender.join(10)
+        return out
+
+
+def backend_of(answer):
+    return answer.split(b":", 1)[0].decode() if b":" in answer else ""
+
+
+def split(port, n):
+    got = {}
+    for _ in range(n):
+        b = backend_of(converse(port))
+        got[b] = got.get(b, 0) + 1
+    return got
+
+
+def main():
+    global ARGS
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--bin-dir", required=True)
+    ARGS = ap.parse_args()
+    pt.ARGS = xt.ARGS = gt.ARGS = ARGS
+    try:
+        a, b = EchoServer("v1"), EchoServer("v2")
+        up = pt.start_upstream("web")
+        cfg = tempfile.mkdtemp(prefix="skiff-gw-tcp-config-")
+        xt.write(os.path.join(cfg, "gateway.yaml"), config(50, 50, up))
+        xt.write(os.path.join(cfg, "backends.yaml"), backends(a.port, b.port))
+        op = xt.Operator(cfg)
+        gw = gt.GatewayProxy(op.port, "gw-tcp", ports=(31400, 31401, 8080))
+        try:
+            run_checks(cfg, op, gw, a, b, up)
+        finally:
+            gw.stop()
+            op.stop()
+    except Exception:
+        check("gateway tcp tests", False, traceback.format_exc())
+    finally:
+        for proc in pt.PROCS:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    print(f"{pt.RESULTS['passed']} passed, {pt.RESULTS['failed']} failed")
+    sys.exit(1 if pt.RESULTS["failed"] else 0)
+
+
+def run_checks(cfg, op, gw, a, b, up):
+    tcp = gw.ports[31400]
+    first = gt.wait_until(lambda: converse(tcp), timeout=60)
+    check("a connection to the TCP server reaches a tcp-echo backend: its greeting, the echo "
+          "and the answer to the half-close", first in (b"v1:hellov1:bye", b"v2:hellov2:bye"),
+          repr(first))
+    big = os.urandom(1 << 20)
+    answer = converse(tcp, big)
+    name = backend_of(answer)
+    check("1 MiB both ways, byte for byte", answer == (name + ":").encode() + big +
+          (name + ":bye").encode(), f"{len(answer)} bytes back")
+    got = split(tcp, 40)
+    check("weights 50/50: 40 connections split between v1 and v2",
+          got.get("v1", 0) > 0 and got.get("v2", 0) > 0 and got.get("", 0) == 0, str(got))
+
+    rc, out = gt.skiffctl("proxy-config", "listeners", "--admin", f"127.0.0.1:{gw.admin}")
+    check("skiffctl proxy-config listeners shows the TCP listener and its weighted clusters",
+          rc == 0 and "0.0.0.0_31400" in out and
+          "TCP: outbound|9000|v1|tcp-echo.shop.svc.cluster.local 50" in out, out)
+
+    # A connection that stays open keeps its backend while the weights move to v2 only.
+    held = socket.create_connection(("127.0.0.1", tcp), timeout=10)
+    greeting = held.recv(3)
+    xt.write(os.path.join(cfg, "gateway.yaml"), config(0, 100, up))
+    shifted = gt.wait_until(lambda: split(tcp, 5) == {"v2": 5}, timeout=60, step=0.2)
+    check("after the weights change to 0/100, new connections all go to v2", bool(shifted))
+    got = split(tcp, 20)
+    check("... 20 of 20", got == {"v2": 20}, str(got))
+    held.sendall(b"still")
+    held.shutdown(socket.SHUT_WR)
+    rest = b""
+    while True:
+        d = held.recv(65536)
+        if not d:
+            break
+        rest += d
+    held.close()
+    name = greeting[:2].decode()
+    check("the connection opened before the change keeps its backend",
+          rest == f"still{name}:bye".encode(), repr(greeting + rest))
+
+    # A TCP server no tcp: route is bound to: no listener, the connection is refused.
+    refused = False
+    try:
+        socket.create_connection(("127.0.0.1", gw.ports[31401]), timeout=5).close()
+    except OSError:
+        refused = True
+    check("a TCP server without a tcp route is not served (connection refused)", refused)
+
+    # A GRPC server is an HTTP listener: an HTTP/2 client (prior knowledge) is routed by the
+    # http: section.
+    r = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code} %{http_version}",
+                        "--http2-prior-knowledge", "--max-time", "10",
+                        f"http://127.0.0.1:{gw.ports[8080]}/hello"],
+                       capture_output=True, text=True, timeout=30)
+    check("a GRPC server serves HTTP/2 (h2c) through its routes", r.stdout == "200 2", r.stdout)
+
+
+if __name__ == "__main__":
+    main()
