@@ -13,15 +13,6 @@
 
 namespace skiff::proxy {
 
-namespace {
-
-const std::string& UnknownDestination() {
-  static const std::string* text = new std::string(telemetry::DestinationLabels(nullptr, nullptr));
-  return *text;
-}
-
-}  // namespace
-
 // ---- Exchange: response ----------------------------------------------------------------
 
 void Exchange::OnUpstreamHead(UpstreamRequest& request, const http::ResponseHead& head,
@@ -340,7 +331,7 @@ void Exchange::RecordTelemetry() {
   std::string_view destination = ep != nullptr ? std::string_view(ep->telemetry_labels)
                                  : cluster_ != nullptr
                                      ? std::string_view(cluster_->telemetry_labels)
-                                     : std::string_view(UnknownDestination());
+                                     : std::string_view(telemetry::UnknownDestinationLabels());
   std::string_view flags = flags_.empty() ? std::string_view("-") : std::string_view(flags_);
   auto* owner = tel->owner;
   if (owner->metrics()) {

@@ -24,22 +24,31 @@ TcpProxy::TcpProxy(WorkerContext& context, int fd, std::string_view initial, con
   stats.tcp_proxy_cx_total.fetch_add(1, std::memory_order_relaxed);
   stats.tcp_proxy_cx_active.fetch_add(1, std::memory_order_relaxed);
   to_upstream_.Append(initial);
+  unreported_received_ = initial.size();
   last_activity_ = context_.dispatcher().now();
   client_interest_ = EPOLLIN | EPOLLRDHUP;
   context_.dispatcher().Add(fd, client_interest_, this);
   std::string address = target.address;
   uint16_t port = target.port;
+  const upstream::Endpoint* e = nullptr;
   if (target.cluster != nullptr) {
-    const upstream::Endpoint* e = context_.load_balancer().Pick(*target.cluster, {}, nullptr, 0);
+    e = context_.load_balancer().Pick(*target.cluster, {}, nullptr, 0);
     if (e != nullptr) {
       address = e->address;
       port = e->port;
     }
+    tel_inbound_ = target.cluster->inbound;
+  }
+  if (context_.telemetry() != nullptr && context_.telemetry()->owner->metrics()) {
+    tel_destination_ = e != nullptr                ? e->telemetry_labels
+                       : target.cluster != nullptr ? target.cluster->telemetry_labels
+                                                   : telemetry::UnknownDestinationLabels();
   }
   std::string error;
   int ufd = net::ConnectNonBlocking(address, port, &error, target.source);
   if (ufd < 0) {
     stats.tcp_proxy_connect_fail.fetch_add(1, std::memory_order_relaxed);
+    OpenSeries("UF");
     // Not from the constructor's caller's stack: close after this turn.
     context_.dispatcher().Defer([this] { Close(); });
     closed_ = true;
@@ -51,6 +60,7 @@ TcpProxy::TcpProxy(WorkerContext& context, int fd, std::string_view initial, con
   timer_.SetCallback([this] {
     if (!connected_) {
       context_.stats().tcp_proxy_connect_fail.fetch_add(1, std::memory_order_relaxed);
+      OpenSeries("UF");
       Close();
       return;
     }
@@ -78,11 +88,25 @@ TcpProxy::~TcpProxy() {
   context_.stats().tcp_proxy_cx_active.fetch_sub(1, std::memory_order_relaxed);
 }
 
+void TcpProxy::OpenSeries(std::string_view response_flags) {
+  if (tel_destination_.empty() || series_ != nullptr) {
+    return;
+  }
+  series_ = context_.telemetry()->metrics.Tcp(tel_destination_, response_flags, tel_inbound_);
+  series_->opened.fetch_add(1, std::memory_order_relaxed);
+  series_->received_bytes.fetch_add(unreported_received_, std::memory_order_relaxed);
+  tel_destination_.clear();
+  tel_destination_.shrink_to_fit();
+}
+
 void TcpProxy::Close() {
   if (finished_) {
     return;
   }
   finished_ = true;
+  if (series_ != nullptr) {
+    series_->closed.fetch_add(1, std::memory_order_relaxed);
+  }
   closed_ = true;
   timer_.Cancel();
   if (client_interest_ != 0) {
@@ -117,6 +141,7 @@ void TcpProxy::OnUpstreamEvents(uint32_t events) {
     ::getsockopt(upstream_->fd(), SOL_SOCKET, SO_ERROR, &err, &len);
     if (err != 0 || (events & (EPOLLERR | EPOLLHUP)) != 0) {
       context_.stats().tcp_proxy_connect_fail.fetch_add(1, std::memory_order_relaxed);
+      OpenSeries("UF");
       Close();
       return;
     }
@@ -124,6 +149,7 @@ void TcpProxy::OnUpstreamEvents(uint32_t events) {
       return;
     }
     connected_ = true;
+    OpenSeries("-");
     context_.dispatcher().Schedule(&timer_, context_.options().idle_timeout);
   }
   Pump();
@@ -143,6 +169,11 @@ void TcpProxy::Pump() {
       client_eof_ = true;
       break;
     }
+    if (series_ != nullptr) {
+      series_->received_bytes.fetch_add(static_cast<uint64_t>(n), std::memory_order_relaxed);
+    } else {
+      unreported_received_ += static_cast<uint64_t>(n);
+    }
     moved = true;
     if (!filled) {
       break;
@@ -158,6 +189,9 @@ void TcpProxy::Pump() {
     if (n <= 0) {
       upstream_eof_ = true;
       break;
+    }
+    if (series_ != nullptr) {
+      series_->sent_bytes.fetch_add(static_cast<uint64_t>(n), std::memory_order_relaxed);
     }
     moved = true;
     if (!filled) {

@@ -12,6 +12,7 @@
 #include "proxy/net/transport.h"
 #include "proxy/server/active_connection.h"
 #include "proxy/server/worker_context.h"
+#include "proxy/telemetry/metrics.h"
 
 namespace skiff::proxy {
 
@@ -39,6 +40,13 @@ class TcpProxy final : public net::IoHandler, public ActiveConnection {
   void Pump();
   void Close();
   void UpdateInterest();
+  // Istio's TCP metrics: the connection's series once the upstream answered or failed.
+  void OpenSeries(std::string_view response_flags);
+
+  std::string tel_destination_;  // destination labels, until the series is chosen
+  bool tel_inbound_ = false;
+  telemetry::TcpSeries* series_ = nullptr;
+  uint64_t unreported_received_ = 0;  // client bytes before the series was chosen
 
   WorkerContext& context_;
   std::unique_ptr<net::Transport> client_;

@@ -218,6 +218,51 @@ void WorkerMetrics::Record(std::string_view destination, int response_code,
   s->response_bytes.Observe(kByteBuckets, static_cast<double>(response_bytes));
 }
 
+const std::string& UnknownDestinationLabels() {
+  static const std::string* text = new std::string(DestinationLabels(nullptr, nullptr));
+  return *text;
+}
+
+TcpSeries* WorkerMetrics::Tcp(std::string_view destination, std::string_view response_flags,
+                              bool inbound) {
+  if (response_flags.empty()) {
+    response_flags = "-";
+  }
+  key_.clear();
+  key_.push_back(inbound ? 'i' : 'o');
+  key_.append(destination);
+  key_.push_back('\n');
+  key_.append(response_flags);
+  if (auto it = tcp_index_.find(key_); it != tcp_index_.end()) {
+    return it->second;
+  }
+  auto series = std::make_unique<TcpSeries>();
+  std::string labels = inbound ? inbound_source_ : source_;
+  labels.push_back(',');
+  labels.append(destination);
+  std::string tail;
+  AppendLabel(&tail, "request_protocol", "tcp");
+  AppendLabel(&tail, "response_flags", response_flags);
+  AppendLabel(&tail, "connection_security_policy", "unknown");
+  labels.push_back(',');
+  labels.append(tail);
+  series->labels = std::move(labels);
+  TcpSeries* s = series.get();
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    tcp_series_.push_back(std::move(series));
+  }
+  tcp_index_.emplace(key_, s);
+  return s;
+}
+
+void WorkerMetrics::CollectTcp(std::vector<const TcpSeries*>* out) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  for (const auto& s : tcp_series_) {
+    out->push_back(s.get());
+  }
+}
+
 void WorkerMetrics::Collect(std::vector<const Series*>* out) const {
   std::lock_guard<std::mutex> lock(mu_);
   for (const auto& s : series_) {
@@ -321,6 +366,41 @@ void RenderIstioMetrics(const std::vector<const WorkerMetrics*>& workers, std::s
   render("istio_request_duration_milliseconds", &Totals::duration, kDurationBuckets);
   render("istio_request_bytes", &Totals::request_bytes, kByteBuckets);
   render("istio_response_bytes", &Totals::response_bytes, kByteBuckets);
+
+  std::vector<const TcpSeries*> tcp;
+  for (const auto* w : workers) {
+    w->CollectTcp(&tcp);
+  }
+  struct TcpTotals {
+    uint64_t opened = 0, closed = 0, received = 0, sent = 0;
+  };
+  std::map<std::string_view, TcpTotals> tcp_totals;
+  for (const TcpSeries* s : tcp) {
+    TcpTotals& t = tcp_totals[s->labels];
+    t.opened += s->opened.load(std::memory_order_relaxed);
+    t.closed += s->closed.load(std::memory_order_relaxed);
+    t.received += s->received_bytes.load(std::memory_order_relaxed);
+    t.sent += s->sent_bytes.load(std::memory_order_relaxed);
+  }
+  auto counter = [&](const char* name, uint64_t TcpTotals::*member) {
+    out->append("# TYPE ");
+    out->append(name);
+    out->append(" counter\n");
+    for (const auto& [labels, t] : tcp_totals) {
+      out->append(name);
+      out->push_back('{');
+      out->append(labels);
+      out->append("} ");
+      out->append(std::to_string(t.*member));
+      out->push_back('\n');
+    }
+  };
+  if (!tcp_totals.empty()) {
+    counter("istio_tcp_connections_opened_total", &TcpTotals::opened);
+    counter("istio_tcp_connections_closed_total", &TcpTotals::closed);
+    counter("istio_tcp_received_bytes_total", &TcpTotals::received);
+    counter("istio_tcp_sent_bytes_total", &TcpTotals::sent);
+  }
 }
 
 }  // namespace skiff::telemetry

@@ -1,8 +1,9 @@
 #pragma once
 // Istio's standard request metrics (istio_requests_total, istio_request_duration_milliseconds,
-// istio_request_bytes, istio_response_bytes) with Istio's label names and values, so Istio's
-// Grafana dashboards work unchanged. Each worker records into its own series with relaxed
-// atomics and no lock on the request path (a mutex is taken only when a new label set
+// istio_request_bytes, istio_response_bytes) and TCP metrics (istio_tcp_connections_opened /
+// _closed_total, istio_tcp_sent / _received_bytes_total) with Istio's label names and
+// values, so Istio's Grafana dashboards work unchanged. Each worker records into its own series
+// with relaxed atomics and no lock on the request path (a mutex is taken only when a new label set
 // appears); a scrape copies the series list under that mutex and sums the workers.
 #include <array>
 #include <atomic>
@@ -57,6 +58,16 @@ struct Series {
   Histogram<kByteBuckets.size()> response_bytes;
 };
 
+// A TCP connection's series: opened when the upstream answered (or failed: response_flags
+// UF), bytes as they pass (received: from the client; sent: to it), closed at the end.
+struct TcpSeries {
+  std::string labels;
+  std::atomic<uint64_t> opened{0};
+  std::atomic<uint64_t> closed{0};
+  std::atomic<uint64_t> received_bytes{0};
+  std::atomic<uint64_t> sent_bytes{0};
+};
+
 // Label text for the proxy itself: reporter and the source_* labels.
 struct SourceInfo {
   std::string workload;  // e.g. "istio-ingressgateway", "apigateway-v1"
@@ -74,6 +85,8 @@ v1::Endpoint SelfEndpoint(const SourceInfo& self, const std::string& pod_name);
 // destination_app, destination_version, canonical service/revision). `endpoint` may be
 // null (no endpoint was picked).
 std::string DestinationLabels(const v1::Cluster* cluster, const v1::Endpoint* endpoint);
+// DestinationLabels(nullptr, nullptr), made once.
+const std::string& UnknownDestinationLabels();
 // The workload (Deployment) name of a pod: "catalog-v1-5d9f8c7b6d-x2x7q" -> "catalog-v1".
 std::string WorkloadOfPod(std::string_view pod_name);
 
@@ -93,8 +106,15 @@ class WorkerMetrics {
               double duration_ms, uint64_t request_bytes, uint64_t response_bytes,
               bool inbound = false, bool grpc = false, int grpc_status = -1);
 
+  // On the worker thread: the TCP series of a destination (DestinationLabels() text) and
+  // response flags ("-" or e.g. "UF"); the pointer lives as long as this object, and its
+  // counters are added to directly.
+  TcpSeries* Tcp(std::string_view destination, std::string_view response_flags,
+                 bool inbound = false);
+
   // Any thread: the series so far (they are never freed while this object lives).
   void Collect(std::vector<const Series*>* out) const;
+  void CollectTcp(std::vector<const TcpSeries*>* out) const;
 
  private:
   std::string source_;
@@ -103,6 +123,8 @@ class WorkerMetrics {
   std::unordered_map<std::string, Series*> index_;  // worker thread only
   mutable std::mutex mu_;                           // guards series_
   std::vector<std::unique_ptr<Series>> series_;
+  std::unordered_map<std::string, TcpSeries*> tcp_index_;  // worker thread only
+  std::vector<std::unique_ptr<TcpSeries>> tcp_series_;     // guarded by mu_
 };
 
 // Prometheus text for the series of all workers, summed by label set.

@@ -185,7 +185,7 @@ def main():
         xt.write(os.path.join(cfg, "gateway.yaml"), config(50, 50, up))
         xt.write(os.path.join(cfg, "backends.yaml"), backends(a.port, b.port))
         op = xt.Operator(cfg)
-        gw = gt.GatewayProxy(op.port, "gw-tcp", ports=(31400, 31401, 8080))
+        gw = gt.GatewayProxy(op.port, "gw-tcp", ports=(31400, 31401, 8080), stats=True)
         try:
             run_checks(cfg, op, gw, a, b, up)
         finally:
@@ -216,6 +216,34 @@ def run_checks(cfg, op, gw, a, b, up):
     got = split(tcp, 40)
     check("weights 50/50: 40 connections split between v1 and v2",
           got.get("v1", 0) > 0 and got.get("v2", 0) > 0 and got.get("", 0) == 0, str(got))
+
+    # Istio's TCP metrics, by destination version: every connection so far was opened and
+    # closed, and the 1 MiB went both ways.
+    def tcp_metric(name, version):
+        body = pt.http_get(gw.stats, "/stats/prometheus")[2].decode()
+        total = 0
+        for line in body.splitlines():
+            if line.startswith(name + "{") and f'destination_version="{version}"' in line and \
+                    'destination_service="tcp-echo.shop.svc.cluster.local"' in line and \
+                    'request_protocol="tcp"' in line and 'reporter="source"' in line:
+                total += int(line.rsplit(" ", 1)[1])
+        return total
+    # (A connection's close is counted when the proxy sees it: wait for the last ones.)
+    closed = gt.wait_until(lambda: tcp_metric("istio_tcp_connections_closed_total", "v1") +
+                           tcp_metric("istio_tcp_connections_closed_total", "v2") >= 42,
+                           timeout=30)
+    opened = sum(tcp_metric("istio_tcp_connections_opened_total", v) for v in ("v1", "v2"))
+    received = sum(tcp_metric("istio_tcp_received_bytes_total", v) for v in ("v1", "v2"))
+    sent = sum(tcp_metric("istio_tcp_sent_bytes_total", v) for v in ("v1", "v2"))
+    v1 = got.get("v1", 0) + (backend_of(first) == "v1") + (name == "v1")
+    check("istio_tcp_connections_opened/closed_total count the 42 connections, by version",
+          opened == 42 and bool(closed) and
+          tcp_metric("istio_tcp_connections_opened_total", "v1") == v1,
+          f"opened {opened} (v1 {tcp_metric('istio_tcp_connections_opened_total', 'v1')}, "
+          f"expected {v1}) closed {closed}")
+    check("istio_tcp_received/sent_bytes_total hold the 1 MiB each way",
+          received >= (1 << 20) + 40 * 5 and sent >= (1 << 20) + 40 * 5,
+          f"received {received} sent {sent}")
 
     rc, out = gt.skiffctl("proxy-config", "listeners", "--admin", f"127.0.0.1:{gw.admin}")
     check("skiffctl proxy-config listeners shows the TCP listener and its weighted clusters",

@@ -176,17 +176,19 @@ class GatewayProxy:
     """skiff-proxy over xDS from the operator, with the Gateway's ports remapped."""
 
     def __init__(self, op_port, node_id, labels="istio=ingressgateway", extra=(),
-                 ports=(443, 8443, 80)):
+                 ports=(443, 8443, 80), stats=False):
         self.dir = tempfile.mkdtemp(prefix="skiff-gw-")
         self.ports = {p: free_port() for p in ports}
         self.admin = free_port()
+        self.stats = free_port() if stats else 0
         self.log_path = os.path.join(self.dir, "proxy.log")
         self.log = open(self.log_path, "w+")
         pm = ",".join(f"{k}={v}" for k, v in self.ports.items())
         self.proc = subprocess.Popen(
             [os.path.join(ARGS.bin_dir, "proxy/skiff-proxy"), "--xds", f"127.0.0.1:{op_port}",
              "--node-id", node_id, "--role", "gateway", "--labels", labels, "--namespace",
-             "shop", "--port-map", pm, "--admin-port", str(self.admin), "--stats-port", "0",
+             "shop", "--port-map", pm, "--admin-port", str(self.admin), "--stats-port", str(self.stats),
+             "--stats-address", "127.0.0.1",
              "--readiness-port", "0", "--concurrency", "2", *extra],
             stdout=self.log, stderr=subprocess.STDOUT)
         pt.PROCS.append(self.proc)

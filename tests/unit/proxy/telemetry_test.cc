@@ -139,3 +139,43 @@ TEST_CASE("access log: Envoy's default text format") {
         "\"10.0.35.28\" \"nsq2http\" \"cc21d9b0-cf5c-432b-8c7e-98aeb7988cd2\" \"locations\" "
         "\"10.0.2.1:80\"\n");
 }
+
+TEST_CASE("worker metrics: TCP connections and bytes per destination and response flags") {
+  WorkerMetrics a(SourceLabels({"istio-ingressgateway", "istio-system", "", ""}));
+  WorkerMetrics b(SourceLabels({"istio-ingressgateway", "istio-system", "", ""}));
+  std::string dest = DestinationLabels(nullptr, nullptr);
+  TcpSeries* s = a.Tcp(dest, "-");
+  CHECK(a.Tcp(dest, "") == s);  // no flags is "-"
+  s->opened += 2;
+  s->closed += 1;
+  s->received_bytes += 100;
+  s->sent_bytes += 1000;
+  TcpSeries* other = b.Tcp(dest, "-");
+  other->opened += 1;
+  other->sent_bytes += 5;
+  b.Tcp(dest, "UF")->opened += 1;
+  std::string out;
+  RenderIstioMetrics({&a, &b}, &out);
+  const std::string tail =
+      "request_protocol=\"tcp\",response_flags=\"-\",connection_security_policy=\"unknown\"}";
+  CHECK(out.find("# TYPE istio_tcp_connections_opened_total counter\n") != std::string::npos);
+  auto value = [&](const std::string& name, const std::string& flags_tail) {
+    size_t at = out.find(name + "{");
+    while (at != std::string::npos) {
+      size_t end = out.find('\n', at);
+      std::string line = out.substr(at, end - at);
+      if (line.find(flags_tail) != std::string::npos) {
+        return line.substr(line.rfind(' ') + 1);
+      }
+      at = out.find(name + "{", end);
+    }
+    return std::string("none");
+  };
+  CHECK(value("istio_tcp_connections_opened_total", tail) == "3");
+  CHECK(value("istio_tcp_connections_closed_total", tail) == "1");
+  CHECK(value("istio_tcp_received_bytes_total", tail) == "100");
+  CHECK(value("istio_tcp_sent_bytes_total", tail) == "1005");
+  CHECK(value("istio_tcp_connections_opened_total", "response_flags=\"UF\"") == "1");
+  CHECK(out.find("reporter=\"source\",source_workload=\"istio-ingressgateway\"") !=
+        std::string::npos);
+}
