@@ -280,7 +280,10 @@ def hpack_get(authority):
 
 
 def t_rapid_reset(up):
-    p = Proxy(snapshot({("*",): [route([to("a")])]}, {"a": [up]}), concurrency=1)
+    # (The requests wait in a fault delay: see t_made_you_reset.)
+    p = Proxy(snapshot({("*",): [route([to("a")],
+                                      fault={"delay": {"fixedDelay": "5s", "percentage": 100}})]},
+                       {"a": [up]}), concurrency=1)
     try:
         base = rss_kib(p.proc.pid)
         sent = 0
