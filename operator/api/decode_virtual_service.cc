@@ -341,11 +341,6 @@ VirtualService DecodeVirtualService(Reader& spec) {
   ForEachItem(spec, "tls", [&](const nlohmann::json& j, const std::string& path) {
     vs.tls.push_back(CheckTlsRoute(j, path, msgs, vs.hosts));
   });
-  if (vs.tcp_routes > 0 && !to_gateway) {
-    msgs.Warn(spec.Path("tcp"),
-              "TCP routes are served at gateways (TCP servers); for the mesh they are not "
-              "served by skiff yet");
-  }
   if (vs.tls_routes > 0 && !to_gateway) {
     msgs.Warn(spec.Path("tls"),
               "TLS routes are served at gateways (PASSTHROUGH servers); for the mesh they "

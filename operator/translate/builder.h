@@ -62,6 +62,9 @@ class Builder {
   static void SetServerNames(const Bound& b, v1::FilterChain* fc);
   // PASSTHROUGH: the VirtualServices' tls: routes bound to the server.
   void AddSniRoutes(uint32_t port, const Bound& b, v1::FilterChain* fc);
+  // A captured TCP port of a Service: the first tcp: route of its mesh VirtualService that
+  // applies to this proxy group and port, or null.
+  [[nodiscard]] const api::TCPRoute* MeshTcpRoute(const api::Object& vs, uint32_t port) const;
   // TCP servers: the first VirtualService tcp: route bound to one of them; false if none.
   bool SetTcpRoute(uint32_t port, const std::vector<const Bound*>& bounds, v1::TcpRoute* out);
   // A tcp:/tls: route's destinations: the heaviest as `cluster`, all of them weighted when

@@ -59,8 +59,10 @@ void Builder::BuildSidecar() {
   auto* table = snapshot_->add_route_tables();
   table->set_name("outbound");
 
-  // Mesh VirtualServices by the FQDN of each host (first one wins, as Istio does).
+  // Mesh VirtualServices by the FQDN of each host (first one wins, as Istio does): those
+  // with http: routes for the virtual hosts, those with tcp: routes for captured TCP ports.
   StringMap<const Object*> vs_by_host;
+  StringMap<const Object*> tcp_vs_by_host;
   std::vector<std::pair<std::string, const Object*>> external;  // hosts that are no Service
   for (const Object* vs_obj : index_.virtual_services) {
     const auto& vs = vs_obj->As<api::VirtualService>();
@@ -71,6 +73,12 @@ void Builder::BuildSidecar() {
     }
     for (const auto& h : vs.hosts) {
       std::string fqdn = ResolveHost(h, vs_obj->meta.namespace_);
+      if (!vs.tcp.empty()) {
+        tcp_vs_by_host.emplace(fqdn, vs_obj);
+      }
+      if (vs.http.empty() && !vs.tcp.empty()) {
+        continue;  // TCP only: the Service's HTTP ports keep their default routes
+      }
       if (vs_by_host.emplace(fqdn, vs_obj).second && index_.Service(fqdn) == nullptr) {
         external.emplace_back(std::move(fqdn), vs_obj);
       }
@@ -126,6 +134,13 @@ void Builder::BuildSidecar() {
         cs->set_protocol(ProtoProtocol(protocol));
         if (protocol != PortProtocol::kHttp && protocol != PortProtocol::kHttp2) {
           SetCluster(fqdn, port.port, "", &entry, cs->mutable_tcp_cluster());
+          if (auto tcp_it = tcp_vs_by_host.find(fqdn); tcp_it != tcp_vs_by_host.end()) {
+            if (const auto* route = MeshTcpRoute(*tcp_it->second, port.port)) {
+              // (In place: the cluster table keeps views of the cluster names.)
+              SetL4Destinations(route->route, tcp_it->second->meta.namespace_, port.port,
+                                cs->mutable_tcp_route());
+            }
+          }
         }
       }
     }
@@ -138,6 +153,30 @@ void Builder::BuildSidecar() {
     AppendRoutes(*vs_obj, "mesh", 0, 80, vh);
   }
   SortByName(vhosts);  // duplicates go after BuildClusters (see Build)
+}
+
+const api::TCPRoute* Builder::MeshTcpRoute(const Object& vs_obj, uint32_t port) const {
+  const auto& vs = vs_obj.As<api::VirtualService>();
+  auto to_mesh = [](const std::vector<std::string>& refs) {
+    return refs.empty() || std::find(refs.begin(), refs.end(), "mesh") != refs.end();
+  };
+  for (const auto& route : vs.tcp) {
+    if (route.route.empty()) {
+      continue;
+    }
+    bool applies = route.match.empty() && to_mesh(vs.gateways);
+    for (const auto& m : route.match) {
+      applies =
+          applies || (to_mesh(m.gateways.empty() ? vs.gateways : m.gateways) &&
+                      (m.port == 0 || m.port == port) && !m.destination_subnets &&
+                      (m.source_namespace.empty() || m.source_namespace == group_.namespace_) &&
+                      LabelsMatch(m.source_labels, group_.labels));
+    }
+    if (applies) {
+      return &route;
+    }
+  }
+  return nullptr;
 }
 
 }  // namespace skiff::translate

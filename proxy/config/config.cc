@@ -25,6 +25,32 @@ bool ValidAddress(const std::string& a) {
   unsigned char buf[16];
   return ::inet_pton(AF_INET, a.c_str(), buf) == 1 || ::inet_pton(AF_INET6, a.c_str(), buf) == 1;
 }
+// A TcpRoute or SniRoute message's destinations; false (with *error) when one names a
+// cluster that does not exist and references are strict.
+template <typename Route>
+bool TcpDestinationOf(const Config& cfg, const Route& r, const std::string& at, bool strict,
+                      TcpDestination* out, std::string* error) {
+  out->cluster = cfg.FindCluster(r.cluster());
+  if (out->cluster == nullptr && strict) {
+    *error = at + ".cluster: cluster \"" + r.cluster() + "\" does not exist";
+    return false;
+  }
+  for (int wi = 0; wi < r.clusters_size(); ++wi) {
+    const auto& wc = r.clusters(wi);
+    const upstream::Cluster* c = cfg.FindCluster(wc.cluster());
+    if (c == nullptr && strict) {
+      *error = at + ".clusters[" + std::to_string(wi) + "].cluster: cluster \"" + wc.cluster() +
+               "\" does not exist";
+      return false;
+    }
+    if (c != nullptr && wc.weight() > 0) {
+      out->weighted.emplace_back(c, wc.weight());
+      out->total_weight += wc.weight();
+    }
+  }
+  return true;
+}
+
 // The capture part of a listener: captured services and inbound ports.
 std::string BuildCapture(const v1::Listener& l, const std::string& path,
                          const std::map<std::string, const router::RouteTable*>& tables,
@@ -55,6 +81,16 @@ std::string BuildCapture(const v1::Listener& l, const std::string& path,
     sc.protocol = s.protocol();
     if (auto e = cluster(s.tcp_cluster(), at + ".tcp_cluster", &sc.tcp_cluster); !e.empty()) {
       return e;
+    }
+    if (s.has_tcp_route()) {
+      TcpDestination d;
+      std::string error;
+      if (!TcpDestinationOf(cfg, s.tcp_route(), at + ".tcp_route", strict, &d, &error)) {
+        return error;
+      }
+      if (d.cluster != nullptr || d.total_weight > 0) {
+        sc.tcp_route = std::move(d);
+      }
     }
     lc->services[s.address() + ":" + std::to_string(s.port())] = sc;
   }
@@ -148,32 +184,6 @@ void Names(const google::protobuf::RepeatedPtrField<std::string>& names,
   if (any != nullptr && names.empty()) {
     *any = true;
   }
-}
-
-// A TcpRoute or SniRoute message's destinations; false (with *error) when one names a
-// cluster that does not exist and references are strict.
-template <typename Route>
-bool TcpDestinationOf(const Config& cfg, const Route& r, const std::string& at, bool strict,
-                      TcpDestination* out, std::string* error) {
-  out->cluster = cfg.FindCluster(r.cluster());
-  if (out->cluster == nullptr && strict) {
-    *error = at + ".cluster: cluster \"" + r.cluster() + "\" does not exist";
-    return false;
-  }
-  for (int wi = 0; wi < r.clusters_size(); ++wi) {
-    const auto& wc = r.clusters(wi);
-    const upstream::Cluster* c = cfg.FindCluster(wc.cluster());
-    if (c == nullptr && strict) {
-      *error = at + ".clusters[" + std::to_string(wi) + "].cluster: cluster \"" + wc.cluster() +
-               "\" does not exist";
-      return false;
-    }
-    if (c != nullptr && wc.weight() > 0) {
-      out->weighted.emplace_back(c, wc.weight());
-      out->total_weight += wc.weight();
-    }
-  }
-  return true;
 }
 
 int NameMatch(std::string_view sni, const std::vector<std::string>& exact,

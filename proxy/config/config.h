@@ -19,12 +19,6 @@
 
 namespace skiff::proxy {
 
-// A Service port a captured outbound connection may be for.
-struct CapturedServiceConfig {
-  v1::Protocol protocol = v1::PROTOCOL_UNSPECIFIED;
-  const upstream::Cluster* tcp_cluster = nullptr;
-};
-
 // A port of the pod, for captured inbound connections.
 struct InboundPortConfig {
   v1::Protocol protocol = v1::PROTOCOL_UNSPECIFIED;
@@ -40,6 +34,13 @@ struct TcpDestination {
   uint64_t total_weight = 0;
   // The cluster for a connection, `random` drawn by the caller; nullptr when there is none.
   [[nodiscard]] const upstream::Cluster* Pick(uint64_t random) const;
+};
+
+// A Service port a captured outbound connection may be for.
+struct CapturedServiceConfig {
+  v1::Protocol protocol = v1::PROTOCOL_UNSPECIFIED;
+  const upstream::Cluster* tcp_cluster = nullptr;
+  std::optional<TcpDestination> tcp_route;  // a mesh tcp: route: instead of tcp_cluster
 };
 
 // A listener part chosen by SNI: terminated TLS with its routes, or passthrough by SNI.

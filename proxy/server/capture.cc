@@ -21,7 +21,7 @@ DownstreamInfo BaseInfo(const ListenerConfig& l, const std::string& peer) {
 }  // namespace
 
 CaptureDecision DecideCapture(const ListenerConfig& l, const std::string& peer, bool redirected,
-                              const std::string& address, uint16_t port) {
+                              const std::string& address, uint16_t port, uint64_t random) {
   CaptureDecision d;
   d.http = BaseInfo(l, peer);
   if (!redirected || l.capture == v1::CAPTURE_NONE) {
@@ -81,7 +81,7 @@ CaptureDecision DecideCapture(const ListenerConfig& l, const std::string& peer, 
     return d;
   }
   const auto& s = it->second;
-  tcp_to(s.tcp_cluster, address, port);
+  tcp_to(s.tcp_route ? s.tcp_route->Pick(random) : s.tcp_cluster, address, port);
   switch (s.protocol) {
     case v1::PROTOCOL_HTTP:
       d.kind = CaptureDecision::Kind::kHttp;
@@ -108,7 +108,7 @@ std::unique_ptr<ActiveConnection> ServeCaptured(WorkerContext& context, int fd,
     uint16_t lport = 0;
     redirected = !(net::LocalAddress(fd, &local, &lport) && local == dst && lport == dport);
   }
-  CaptureDecision d = DecideCapture(listener, peer, redirected, dst, dport);
+  CaptureDecision d = DecideCapture(listener, peer, redirected, dst, dport, context.NextRandom());
   auto& stats = context.stats();
   if (d.passthrough) {
     stats.capture_passthrough_total.fetch_add(1, std::memory_order_relaxed);

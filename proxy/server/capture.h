@@ -27,8 +27,10 @@ struct CaptureDecision {
 
 // Pure: what serves a connection accepted on `listener` whose original destination is
 // address:port. `redirected` is false for a connection made to the listener itself.
+// `random` picks among a tcp: route's weighted destinations.
 CaptureDecision DecideCapture(const ListenerConfig& listener, const std::string& peer,
-                              bool redirected, const std::string& address, uint16_t port);
+                              bool redirected, const std::string& address, uint16_t port,
+                              uint64_t random = 0);
 
 // Starts serving an accepted connection on a capture listener (or hands it to HTTP when it
 // was not redirected). Takes ownership of `fd`.

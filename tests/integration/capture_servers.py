@@ -3,7 +3,7 @@
   http ADDR PORT NAME   HTTP/1.1 keep-alive; every answer is JSON with the server's name,
                         the peer address, the request line and headers. /status/NNN answers
                         NNN; /chance/NNN/P answers NNN with probability P percent.
-  echo ADDR PORT        TCP: every chunk read is written back prefixed with "echo:"
+  echo ADDR PORT [NAME] TCP: every chunk read is written back prefixed with "NAME:" ("echo:")
   dual ADDR PORT        HTTP if the first bytes are a request (answers {"proto": "http"}),
                         else TCP echo prefixed with "tcp:"
 Prints "ready" once listening.
@@ -68,7 +68,7 @@ def serve(mode, conn, name):
         if mode == "http":
             http_answer(conn, name)
         elif mode == "echo":
-            echo(conn, b"echo:")
+            echo(conn, name.encode() + b":")
         else:
             first = conn.recv(65536)
             if first[:1].isupper() and b" " in first[:16]:

@@ -14,7 +14,8 @@ pod's /etc/hosts resolves to catalog's ClusterIP, as cluster DNS would).
 Shows: client -> ingress gateway pod -> apigateway pod (inbound capture) -> apigateway ->
 catalog's ClusterIP (outbound capture, routed by the VirtualService to subset v1) -> the
 catalog pod (inbound capture) -> catalog; a tcp-* Service port proxied as TCP to its
-endpoint and a destination outside the mesh passed through; the seed's chaos 50% story:
+endpoint, then split 50/50 with a second Service by a mesh VirtualService's tcp: route, and
+a destination outside the mesh passed through; the seed's chaos 50% story:
 about half the calls fail, then the retries scenario (copied over the VirtualService file)
 brings failures within the binomial bound of 0.5^4; dark launch of v2 by header; inbound
 metrics with reporter="destination" and the pod as destination workload on the catalog
@@ -60,6 +61,7 @@ SERVICE_CIDR = "198.18.100.0/24"
 # which has no sidecar; the client pod also serves HTTP on 9000 as a destination outside
 # the mesh.
 LEDGER_IP = "198.18.100.30"
+LEDGER_V2_IP = "198.18.100.31"  # a second TCP Service (echo as "ledger-v2:", client pod :5001)
 CLIENT_IP = "198.18.0.30"
 
 # name, address, labels, the pod name the downward API gives its sidecar
@@ -145,6 +147,25 @@ metadata:
   labels: {{kubernetes.io/service-name: ledger}}
 addressType: IPv4
 ports: [{{name: tcp-ledger, port: 5000}}]
+endpoints:
+- addresses: [{CLIENT_IP}]
+  conditions: {{ready: true}}""")
+    docs.append(f"""apiVersion: v1
+kind: Service
+metadata: {{name: ledger-v2, namespace: {NS}}}
+spec:
+  selector: {{app: ledger-v2}}
+  clusterIP: {LEDGER_V2_IP}
+  ports: [{{name: tcp-ledger, port: 5000, targetPort: 5001}}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: ledger-v2-pods
+  namespace: {NS}
+  labels: {{kubernetes.io/service-name: ledger-v2}}
+addressType: IPv4
+ports: [{{name: tcp-ledger, port: 5001}}]
 endpoints:
 - addresses: [{CLIENT_IP}]
   conditions: {{ready: true}}""")
@@ -301,6 +322,8 @@ def run(mesh, config):
     servers = os.path.join(HERE, "capture_servers.py")
     mesh.start("ledger", mesh.pods["client"], [PY, servers, "echo", "0.0.0.0", "5000"],
                uid=APP_UID)
+    mesh.start("ledger-v2", mesh.pods["client"],
+               [PY, servers, "echo", "0.0.0.0", "5001", "ledger-v2"], uid=APP_UID)
     mesh.start("outside", mesh.pods["client"], [PY, servers, "http", "0.0.0.0", "9000", "outside"],
                uid=APP_UID)
     gw = mesh.pods["gateway"]
@@ -367,10 +390,39 @@ def run(mesh, config):
     api_pod = mesh.pods["apigateway"]
     capture_client = os.path.join(HERE, "capture_client.py")
     ok = wait_until(lambda: "ready" in mesh.read_log("ledger") and
+                    "ready" in mesh.read_log("ledger-v2") and
                     "ready" in mesh.read_log("outside"), 30)
     r = api_pod.run(PY, capture_client, "tcp", LEDGER_IP, "5000", "ping-ledger", uid=APP_UID)
     check("a Service port named tcp-* is proxied as TCP to its endpoint by the sidecar",
           ok and '"reply": "echo:ping-ledger"' in r.stdout, (r.stdout, r.stderr))
+    # A mesh VirtualService's tcp: route (Istio's TCP traffic shifting, in the mesh): ledger's
+    # connections split 50/50 with ledger-v2.
+    vs = os.path.join(config, "ledger-virtualservice.yaml")
+    with open(vs + ".tmp", "w") as f:
+        f.write(f"""apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: ledger, namespace: {NS}}}
+spec:
+  hosts: [ledger]
+  tcp:
+  - match: [{{port: 5000}}]
+    route:
+    - {{destination: {{host: ledger}}, weight: 50}}
+    - {{destination: {{host: ledger-v2}}, weight: 50}}
+""")
+    os.replace(vs + ".tmp", vs)
+
+    def ledger_reply():
+        r = api_pod.run(PY, capture_client, "tcp", LEDGER_IP, "5000", "ping", uid=APP_UID)
+        for prefix in ("echo", "ledger-v2"):
+            if f'"reply": "{prefix}:ping"' in r.stdout:
+                return prefix
+        return r.stdout + r.stderr
+    shifted = wait_until(lambda: ledger_reply() == "ledger-v2", 60)
+    replies = [ledger_reply() for _ in range(20)]
+    check("a mesh tcp route with weights 50/50: ledger's connections reach both ledger and "
+          "ledger-v2", bool(shifted) and "echo" in replies and "ledger-v2" in replies and
+          all(x in ("echo", "ledger-v2") for x in replies), replies)
     r = api_pod.run(PY, capture_client, "http", f"http://{CLIENT_IP}:9000/x", uid=APP_UID)
     reply = json.loads(r.stdout.splitlines()[0]) if r.stdout.strip() else {}
     body = json.loads(reply["body"]) if reply.get("status") == 200 else {}

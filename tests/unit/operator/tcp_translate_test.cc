@@ -1,7 +1,7 @@
-// Gateway TCP servers on the operator side: VirtualService tcp: routes decoded, a TCP port
+// TCP routes on the operator side: VirtualService tcp: routes decoded, a Gateway TCP port
 // translated into a listener with the destination of the first tcp: route bound to it
 // (weights, match port / gateways / source labels), ports that mix TCP and HTTP servers,
-// and GRPC servers served as HTTP.
+// GRPC servers served as HTTP, and mesh tcp: routes on a captured sidecar's TCP ports.
 #include <catch2/catch.hpp>
 #include <string>
 #include <vector>
@@ -100,24 +100,84 @@ spec:
   CHECK(vs.tcp[0].route[1].destination.subset == "v2");
 }
 
-TEST_CASE("decode: a tcp route for the mesh only warns that the mesh does not serve it") {
-  auto d = skiff::api::DecodeDocuments(R"(apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {name: v, namespace: shop}
+TEST_CASE("translate: a mesh tcp route sends a captured TCP port's connections by weight") {
+  const char* yaml = R"(apiVersion: v1
+kind: Service
+metadata: {name: ledger, namespace: shop}
 spec:
-  hosts: [tcp-echo]
+  clusterIP: 10.96.0.30
+  ports: [{name: tcp-ledger, port: 5000}, {name: http, port: 8080}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: ledger-v2, namespace: shop}
+spec:
+  clusterIP: 10.96.0.31
+  ports: [{name: tcp-ledger, port: 5000}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: ledger, namespace: shop}
+spec:
+  hosts: [ledger]
   tcp:
-  - route: [{destination: {host: tcp-echo}}]
-)",
-                                       "vs.yaml");
+  - match: [{port: 5000, sourceLabels: {app: other}}]
+    route: [{destination: {host: ledger}}]
+  - match: [{port: 5000}]
+    route:
+    - {destination: {host: ledger}, weight: 30}
+    - {destination: {host: ledger-v2}, weight: 70}
+)";
+  auto d = skiff::api::DecodeDocuments(yaml, "vs.yaml");
   REQUIRE(d.errors.empty());
-  REQUIRE(d.objects.size() == 1);
-  bool warned = false;
-  for (const auto& m : d.objects[0].messages) {
-    warned = warned || (m.level == skiff::api::Message::Level::kWarning && m.path == "spec.tcp" &&
-                        m.text.find("for the mesh") != std::string::npos);
+  for (const auto& o : d.objects) {
+    for (const auto& m : o.messages) {
+      CHECK(m.text.find("not served") == std::string::npos);
+    }
   }
-  CHECK(warned);
+  skiff::translate::Translator t(std::move(d.objects));
+  skiff::translate::ProxyGroup group;
+  group.namespace_ = "shop";
+  group.role = "sidecar";
+  group.labels = {{"app", "apigateway"}};
+  group.capture = true;
+  auto snap = t.Build(group);
+  REQUIRE(snap.listeners_size() >= 1);
+  const auto& l = snap.listeners(0);
+  bool tcp_port = false;
+  bool http_port = false;
+  for (const auto& cs : l.services()) {
+    if (cs.address() == "10.96.0.30" && cs.port() == 5000) {
+      tcp_port = true;
+      CHECK(cs.tcp_cluster() == "outbound|5000||ledger.shop.svc.cluster.local");
+      REQUIRE(cs.has_tcp_route());
+      CHECK(cs.tcp_route().cluster() == "outbound|5000||ledger-v2.shop.svc.cluster.local");
+      REQUIRE(cs.tcp_route().clusters_size() == 2);
+      CHECK(cs.tcp_route().clusters(0).weight() == 30);
+      CHECK(cs.tcp_route().clusters(1).cluster() ==
+            "outbound|5000||ledger-v2.shop.svc.cluster.local");
+    }
+    if (cs.address() == "10.96.0.30" && cs.port() == 8080) {
+      http_port = true;
+      CHECK_FALSE(cs.has_tcp_route());  // HTTP: by the routes
+    }
+    if (cs.address() == "10.96.0.31") {
+      CHECK_FALSE(cs.has_tcp_route());  // no VirtualService for ledger-v2
+    }
+  }
+  CHECK(tcp_port);
+  CHECK(http_port);
+  // The TCP-only VirtualService leaves ledger's HTTP port its default route.
+  bool default_route = false;
+  for (const auto& rt : snap.route_tables()) {
+    for (const auto& vh : rt.virtual_hosts()) {
+      if (vh.name() == "ledger.shop.svc.cluster.local:8080") {
+        default_route = vh.routes_size() == 1;
+      }
+    }
+  }
+  CHECK(default_route);
+  CHECK(HasCluster(snap, "outbound|5000||ledger-v2.shop.svc.cluster.local"));
 }
 
 TEST_CASE("translate: a TCP server sends connections to the first bound tcp route, by weight") {

@@ -18,11 +18,14 @@ std::shared_ptr<const skiff::proxy::Config> CaptureConfig(bool registry_only) {
                      std::string(registry_only ? "true" : "false") + R"(,
      "services":[{"address":"10.96.0.10","port":80,"protocol":"PROTOCOL_HTTP"},
                  {"address":"10.96.0.11","port":5432,"protocol":"PROTOCOL_TCP","tcpCluster":"db"},
-                 {"address":"10.96.0.12","port":9000,"tcpCluster":"db"}]},
+                 {"address":"10.96.0.12","port":9000,"tcpCluster":"db"},
+                 {"address":"10.96.0.13","port":5000,"protocol":"PROTOCOL_TCP","tcpCluster":"db",
+                  "tcpRoute":{"cluster":"db2","clusters":[{"cluster":"db","weight":1},
+                                                          {"cluster":"db2","weight":3}]}}]},
     {"name":"in","address":"0.0.0.0","port":15006,"capture":"CAPTURE_INBOUND",
      "inboundPorts":[{"port":8080,"protocol":"PROTOCOL_HTTP","routeTable":"in8080"}]}],
     "routeTables":[{"name":"outbound"},{"name":"in8080"}],
-    "clusters":[{"name":"db"}],
+    "clusters":[{"name":"db"},{"name":"db2"}],
     "endpoints":[{"clusterName":"db","endpoints":[{"address":"10.1.0.5","port":5432,"healthy":true}]}]})";
   REQUIRE(google::protobuf::util::JsonStringToMessage(json, &snap).ok());
   std::string error;
@@ -165,4 +168,24 @@ TEST_CASE("protocol detection: HTTP/1 request lines and HTTP/2's preface") {
   CHECK(SniffHttp1("PRI * HTTP/2.0\r\n\r\nXX\r\n\r\n") == Sniffed::kHttp1);  // not the preface
   CHECK(SniffHttp1("PRIX / HTTP/1.1\r\n") == Sniffed::kHttp1);               // an extension method
   CHECK(SniffHttp1("PRI /x HTTP/1.1\r\n") == Sniffed::kHttp1);
+}
+
+TEST_CASE("capture decision: a mesh tcp route picks a destination by weight") {
+  auto cfg = CaptureConfig(false);
+  const auto& out = cfg->listeners()[0];
+  // Weights 1 and 3: the draw modulo 4 picks db for 0, db2 for 1..3.
+  auto name = [&](uint64_t random) {
+    auto d = skiff::proxy::DecideCapture(out, "p", true, "10.96.0.13", 5000, random);
+    REQUIRE(d.kind == Kind::kTcp);
+    REQUIRE(d.tcp.cluster != nullptr);
+    return d.tcp.cluster->name;
+  };
+  CHECK(name(0) == "db");
+  CHECK(name(1) == "db2");
+  CHECK(name(3) == "db2");
+  CHECK(name(4) == "db");
+  // Without a route, the Service's own cluster.
+  auto plain = skiff::proxy::DecideCapture(out, "p", true, "10.96.0.11", 5432, 1);
+  REQUIRE(plain.tcp.cluster != nullptr);
+  CHECK(plain.tcp.cluster->name == "db");
 }
