@@ -51,7 +51,7 @@ spec:
   servers:
   - port: {number: 80, name: http, protocol: HTTP}
     hosts: ["*"]
-  - port: {number: 9000, name: tcp, protocol: TCP}
+  - port: {number: 9000, name: grpc-web, protocol: GRPC-WEB}
     hosts: ["*"]
 """
 
@@ -166,7 +166,7 @@ spec: {hosts: [www.google.com], resolution: DNS, ports: [{number: 443, name: htt
               xt.who(proxy.port, "/fresh") == "b", status(op)[1])
 
         unsupported = ("Gateway default/gw: the resource is valid, but skiff does not serve all "
-                       "of it: spec.servers[1]: TCP servers are not served by skiff yet")
+                       "of it: spec.servers[1]: GRPC-WEB servers are not served by skiff yet")
         check("a Gateway server skiff does not serve is a warning in the log at every load",
               op.logs().count(unsupported) >= 5, op.logs().count(unsupported))
 
