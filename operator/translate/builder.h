@@ -62,9 +62,30 @@ class Builder {
   static void SetServerNames(const Bound& b, v1::FilterChain* fc);
   // PASSTHROUGH: the VirtualServices' tls: routes bound to the server.
   void AddSniRoutes(uint32_t port, const Bound& b, v1::FilterChain* fc);
-  // A captured TCP port of a Service: the first tcp: route of its mesh VirtualService that
-  // applies to this proxy group and port, or null.
-  [[nodiscard]] const api::TCPRoute* MeshTcpRoute(const api::Object& vs, uint32_t port) const;
+  // The first tcp: route of `vs` that applies to this proxy group on `port`, or null;
+  // `bound(refs)` says whether a gateways list names where it is served (a Gateway of a
+  // TCP server, or the mesh for a captured sidecar's TCP port).
+  template <typename Bound>
+  const api::TCPRoute* FirstTcpRoute(const api::VirtualService& vs, uint32_t port,
+                                     const Bound& bound) const {
+    for (const auto& route : vs.tcp) {
+      if (route.route.empty()) {
+        continue;
+      }
+      bool applies = route.match.empty() && bound(vs.gateways);
+      for (const auto& m : route.match) {
+        applies =
+            applies || (bound(m.gateways.empty() ? vs.gateways : m.gateways) &&
+                        (m.port == 0 || m.port == port) && !m.destination_subnets &&
+                        (m.source_namespace.empty() || m.source_namespace == group_.namespace_) &&
+                        LabelsMatch(m.source_labels, group_.labels));
+      }
+      if (applies) {
+        return &route;
+      }
+    }
+    return nullptr;
+  }
   // TCP servers: the first VirtualService tcp: route bound to one of them; false if none.
   bool SetTcpRoute(uint32_t port, const std::vector<const Bound*>& bounds, v1::TcpRoute* out);
   // A tcp:/tls: route's destinations: the heaviest as `cluster`, all of them weighted when

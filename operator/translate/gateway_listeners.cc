@@ -288,22 +288,9 @@ bool Builder::SetTcpRoute(uint32_t port, const std::vector<const Bound*>& bounds
         return std::any_of(refs.begin(), refs.end(),
                            [&](const std::string& ref) { return RefersTo(ref, vs_ns, b->key); });
       };
-      for (const auto& route : vs.tcp) {
-        if (route.route.empty()) {
-          continue;
-        }
-        bool applies = route.match.empty() && bound_to(vs.gateways);
-        for (const auto& m : route.match) {
-          applies =
-              applies || (bound_to(m.gateways.empty() ? vs.gateways : m.gateways) &&
-                          (m.port == 0 || m.port == port) && !m.destination_subnets &&
-                          (m.source_namespace.empty() || m.source_namespace == group_.namespace_) &&
-                          LabelsMatch(m.source_labels, group_.labels));
-        }
-        if (applies) {
-          SetL4Destinations(route.route, vs_ns, port, out);
-          return true;
-        }
+      if (const auto* route = FirstTcpRoute(vs, port, bound_to)) {
+        SetL4Destinations(route->route, vs_ns, port, out);
+        return true;
       }
     }
   }

@@ -135,7 +135,11 @@ void Builder::BuildSidecar() {
         if (protocol != PortProtocol::kHttp && protocol != PortProtocol::kHttp2) {
           SetCluster(fqdn, port.port, "", &entry, cs->mutable_tcp_cluster());
           if (auto tcp_it = tcp_vs_by_host.find(fqdn); tcp_it != tcp_vs_by_host.end()) {
-            if (const auto* route = MeshTcpRoute(*tcp_it->second, port.port)) {
+            auto to_mesh = [](const std::vector<std::string>& refs) {
+              return refs.empty() || std::find(refs.begin(), refs.end(), "mesh") != refs.end();
+            };
+            const auto& tcp_vs = tcp_it->second->As<api::VirtualService>();
+            if (const auto* route = FirstTcpRoute(tcp_vs, port.port, to_mesh)) {
               // (In place: the cluster table keeps views of the cluster names.)
               SetL4Destinations(route->route, tcp_it->second->meta.namespace_, port.port,
                                 cs->mutable_tcp_route());
@@ -153,30 +157,6 @@ void Builder::BuildSidecar() {
     AppendRoutes(*vs_obj, "mesh", 0, 80, vh);
   }
   SortByName(vhosts);  // duplicates go after BuildClusters (see Build)
-}
-
-const api::TCPRoute* Builder::MeshTcpRoute(const Object& vs_obj, uint32_t port) const {
-  const auto& vs = vs_obj.As<api::VirtualService>();
-  auto to_mesh = [](const std::vector<std::string>& refs) {
-    return refs.empty() || std::find(refs.begin(), refs.end(), "mesh") != refs.end();
-  };
-  for (const auto& route : vs.tcp) {
-    if (route.route.empty()) {
-      continue;
-    }
-    bool applies = route.match.empty() && to_mesh(vs.gateways);
-    for (const auto& m : route.match) {
-      applies =
-          applies || (to_mesh(m.gateways.empty() ? vs.gateways : m.gateways) &&
-                      (m.port == 0 || m.port == port) && !m.destination_subnets &&
-                      (m.source_namespace.empty() || m.source_namespace == group_.namespace_) &&
-                      LabelsMatch(m.source_labels, group_.labels));
-    }
-    if (applies) {
-      return &route;
-    }
-  }
-  return nullptr;
 }
 
 }  // namespace skiff::translate
