@@ -348,6 +348,7 @@ Boxed<TrafficPolicy> DecodePolicyFields(Reader& r, bool port_level) {
       ForEachItem(r, "portLevelSettings", [&](const nlohmann::json& item, const std::string& p) {
         Reader pr(item, p, msgs);
         const auto* port = pr.Get("port");
+        PortTrafficPolicy pp;
         if (port == nullptr) {
           msgs.Error(pr.Path("port"), "required: the port this policy is for");
         } else {
@@ -355,11 +356,19 @@ Boxed<TrafficPolicy> DecodePolicyFields(Reader& r, bool port_level) {
           auto n = nr.Int("number");
           if (!n || *n < 1 || *n > 65535) {
             msgs.Error(nr.Path("number"), "must be a port number between 1 and 65535");
+          } else {
+            pp.port = static_cast<uint32_t>(*n);
           }
         }
-        DecodePolicyFields(pr, /*port_level=*/true);
+        Boxed<TrafficPolicy> fields = DecodePolicyFields(pr, /*port_level=*/true);
+        if (fields) {
+          pp.load_balancer = std::move(fields->load_balancer);
+          pp.connection_pool = std::move(fields->connection_pool);
+          pp.outlier_detection = std::move(fields->outlier_detection);
+          pp.tls = std::move(fields->tls);
+        }
+        tp.port_level_settings.push_back(std::move(pp));
       });
-      msgs.Warn(r.Path("portLevelSettings"), "not supported by skiff yet; ignored");
     }
     bool tunnel = r.Get("tunnel") != nullptr;
     bool proxy_protocol = r.Get("proxyProtocol") != nullptr;

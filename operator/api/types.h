@@ -431,11 +431,24 @@ struct ClientTLSSettings {
   bool operator==(const ClientTLSSettings&) const = default;
 };
 
+// One portLevelSettings entry: the policy of one service port. Where it applies it replaces
+// all four fields of its level, those it leaves out falling back to the defaults (Istio: port
+// level settings are not merged with the level's own).
+struct PortTrafficPolicy {
+  uint32_t port = 0;
+  std::optional<LoadBalancerSettings> load_balancer;
+  std::optional<ConnectionPoolSettings> connection_pool;
+  std::optional<OutlierDetection> outlier_detection;
+  std::optional<ClientTLSSettings> tls;
+  bool operator==(const PortTrafficPolicy&) const = default;
+};
+
 struct TrafficPolicy {
   std::optional<LoadBalancerSettings> load_balancer;
   std::optional<ConnectionPoolSettings> connection_pool;
   std::optional<OutlierDetection> outlier_detection;
   std::optional<ClientTLSSettings> tls;
+  std::vector<PortTrafficPolicy> port_level_settings;  // in order; the first of a port applies
   bool operator==(const TrafficPolicy&) const = default;
 };
 

@@ -170,9 +170,21 @@ class Builder {
   void SetCluster(std::string_view fqdn, uint32_t port, std::string_view subset,
                   const Index::ServiceEntry* svc, std::string* name);
 
-  // The sections of a DestinationRule's traffic policy, each overridden by the subset's.
-  static void ApplyPolicy(const api::TrafficPolicy* base, const api::TrafficPolicy* subset,
-                          v1::Cluster* c);
+  // The sections of a DestinationRule's traffic policy that apply to one cluster (null:
+  // the defaults).
+  struct EffectivePolicy {
+    const api::LoadBalancerSettings* load_balancer = nullptr;
+    const api::ConnectionPoolSettings* connection_pool = nullptr;
+    const api::OutlierDetection* outlier_detection = nullptr;
+    const api::ClientTLSSettings* tls = nullptr;
+  };
+  // As Istio merges them for service port `port`: the top-level policy, where its
+  // portLevelSettings name the port replaced by that entry as a whole; then each section
+  // the subset's policy sets, and where the subset's portLevelSettings name the port,
+  // replaced by that entry as a whole.
+  static EffectivePolicy PolicyFor(const api::TrafficPolicy* base, const api::TrafficPolicy* subset,
+                                   uint32_t port);
+  static void ApplyPolicy(const EffectivePolicy& policy, v1::Cluster* c);
 
   void BuildClusters();
 

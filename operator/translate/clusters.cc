@@ -36,15 +36,39 @@ void Builder::SetCluster(std::string_view fqdn, uint32_t port, std::string_view 
   clusters_.try_emplace(*name, ClusterKey{port, subset.size(), fqdn.size(), svc});
 }
 
-void Builder::ApplyPolicy(const api::TrafficPolicy* base, const api::TrafficPolicy* subset,
-                          v1::Cluster* c) {
-  auto pick = [&](auto member) {
-    if (subset != nullptr && (subset->*member)) {
-      return &*(subset->*member);
+Builder::EffectivePolicy Builder::PolicyFor(const api::TrafficPolicy* base,
+                                            const api::TrafficPolicy* subset, uint32_t port) {
+  EffectivePolicy out;
+  auto level = [&](const api::TrafficPolicy* tp) {
+    if (tp == nullptr) {
+      return;
     }
-    return base != nullptr && (base->*member) ? &*(base->*member) : nullptr;
+    auto take = [](const auto& field, auto* into) {
+      if (field) {
+        *into = &*field;
+      }
+    };
+    take(tp->load_balancer, &out.load_balancer);
+    take(tp->connection_pool, &out.connection_pool);
+    take(tp->outlier_detection, &out.outlier_detection);
+    take(tp->tls, &out.tls);
+    for (const auto& p : tp->port_level_settings) {
+      if (p.port == port) {
+        out.load_balancer = p.load_balancer ? &*p.load_balancer : nullptr;
+        out.connection_pool = p.connection_pool ? &*p.connection_pool : nullptr;
+        out.outlier_detection = p.outlier_detection ? &*p.outlier_detection : nullptr;
+        out.tls = p.tls ? &*p.tls : nullptr;
+        break;
+      }
+    }
   };
-  if (const auto* lb_in = pick(&api::TrafficPolicy::load_balancer)) {
+  level(base);
+  level(subset);
+  return out;
+}
+
+void Builder::ApplyPolicy(const EffectivePolicy& policy, v1::Cluster* c) {
+  if (const auto* lb_in = policy.load_balancer) {
     auto* lb = c->mutable_load_balancer();
     const auto& in = *lb_in;
     if (in.consistent_hash) {
@@ -71,7 +95,7 @@ void Builder::ApplyPolicy(const api::TrafficPolicy* base, const api::TrafficPoli
       lb->set_policy(v1::LoadBalancer::RANDOM);
     }
   }
-  if (const auto* cp_in = pick(&api::TrafficPolicy::connection_pool)) {
+  if (const auto* cp_in = policy.connection_pool) {
     const auto& in = *cp_in;
     auto* cp = c->mutable_connection_pool();
     cp->set_max_connections(static_cast<uint32_t>(in.max_connections));
@@ -94,7 +118,7 @@ void Builder::ApplyPolicy(const api::TrafficPolicy* base, const api::TrafficPoli
       SetDuration(cp->mutable_idle_timeout(), *in.idle_timeout);
     }
   }
-  if (const auto* od_in = pick(&api::TrafficPolicy::outlier_detection)) {
+  if (const auto* od_in = policy.outlier_detection) {
     const auto& in = *od_in;
     auto* od = c->mutable_outlier_detection();
     // Istio's defaults for fields left out: 5 consecutive 5xx, 10s interval, 30s base
@@ -180,14 +204,9 @@ void Builder::BuildClusters() {
       c->set_destination_rule(dr->meta.namespace_ + "/" + dr->meta.name);
       const api::TrafficPolicy* base = dr->As<api::DestinationRule>().traffic_policy.get();
       const api::TrafficPolicy* sub = subset != nullptr ? subset->traffic_policy.get() : nullptr;
-      ApplyPolicy(base, sub, c);
-      const api::ClientTLSSettings* tls = nullptr;
-      if (sub != nullptr && sub->tls) {
-        tls = &*sub->tls;
-      } else if (base != nullptr && base->tls) {
-        tls = &*base->tls;
-      }
-      ApplyClientTls(tls, c);
+      const EffectivePolicy policy = PolicyFor(base, sub, key.port);
+      ApplyPolicy(policy, c);
+      ApplyClientTls(policy.tls, c);
     }
     auto* cla = snapshot_->add_endpoints();
     cla->set_cluster_name(key.name.data(), key.name.size());

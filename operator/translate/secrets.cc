@@ -147,10 +147,18 @@ void Index::CheckReferencedSecrets() {
   std::set<std::string, std::less<>> names;
   for (const api::Object* dr : destination_rules) {
     const auto& spec = dr->As<api::DestinationRule>();
+    auto add_tls = [&](const std::optional<api::ClientTLSSettings>& tls) {
+      if (tls && !tls->credential_name.empty()) {
+        names.insert(tls->credential_name);
+        names.insert(tls->credential_name + "-cacert");
+      }
+    };
     auto add = [&](const api::TrafficPolicy* tp) {
-      if (tp != nullptr && tp->tls && !tp->tls->credential_name.empty()) {
-        names.insert(tp->tls->credential_name);
-        names.insert(tp->tls->credential_name + "-cacert");
+      if (tp != nullptr) {
+        add_tls(tp->tls);
+        for (const auto& p : tp->port_level_settings) {
+          add_tls(p.tls);
+        }
       }
     };
     add(spec.traffic_policy.get());
