@@ -40,6 +40,7 @@ void ChunkedDecoder::Reset() {
   remaining_ = 0;
   line_bytes_ = 0;
   trailer_bytes_ = 0;
+  trailer_fields_ = 0;
   body_bytes_ = 0;
   error_ = {};
   line_.clear();
@@ -164,6 +165,7 @@ ChunkedResult ChunkedDecoder::Decode(std::string_view in) {
         ++i;
         if (remaining_ == 0) {
           trailer_bytes_ = 0;
+          trailer_fields_ = 0;
           state_ = State::kTrailerStart;
         } else {
           state_ = State::kData;
@@ -227,6 +229,9 @@ ChunkedResult ChunkedDecoder::Decode(std::string_view in) {
       case State::kTrailerLf:
         if (c != '\n') {
           return Fail("bare CR in trailer section", i);
+        }
+        if (++trailer_fields_ > limits_.max_trailer_fields) {
+          return Fail("too many trailer fields", i);
         }
         if (!AcceptTrailerLine()) {
           return Fail("invalid trailer field", i);

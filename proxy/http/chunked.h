@@ -33,6 +33,8 @@ struct ChunkedLimits {
   size_t max_size_line_bytes = 4096;
   // The whole trailer section, without the final CRLF.
   size_t max_trailer_bytes = 60 * 1024;
+  // Trailer fields (also those dropped), as many as header fields (HeadLimits).
+  size_t max_trailer_fields = 100;
 };
 
 enum class ChunkedStatus : uint8_t {
@@ -96,6 +98,7 @@ class ChunkedDecoder {
   uint64_t remaining_ = 0;  // size of the current chunk, then bytes left of it
   size_t line_bytes_ = 0;   // bytes of the current size line
   size_t trailer_bytes_ = 0;
+  size_t trailer_fields_ = 0;
   uint64_t body_bytes_ = 0;
   std::string_view error_;
   std::string line_;      // the trailer line being read

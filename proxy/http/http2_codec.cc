@@ -6,6 +6,7 @@
 #include <charconv>
 #include <cstring>
 
+#include "proxy/http/authority.h"
 #include "proxy/http/headers.h"
 
 namespace skiff::http {
@@ -694,8 +695,10 @@ void Http2ServerCodec::DeliverHead(Http2ServerStream& s, bool end_stream) {
   if (!s.cookie_.empty()) {
     head.headers.push_back(Header{"cookie", s.cookie_});
   }
-  if (!head.has_host) {
-    LocalReply(s, 400);  // no :authority and no Host
+  if (!head.has_host || !ParseAuthority(head.host)) {
+    // No :authority and no Host, or one that is not host [":" port] (userinfo, a port
+    // above 65535, bad bytes): refused as HTTP/1.1's Host is (RFC 9113 8.3.1).
+    LocalReply(s, 400);
     return;
   }
   if (draining_ && terminated_) {

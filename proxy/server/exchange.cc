@@ -321,6 +321,12 @@ bool Exchange::PhaseTarget(const http::RequestHead& req) {
   // authority, which replaces Host (RFC 9112 3.2.2); upstream gets the origin form.
   std::string_view target = req.target;
   authority_ = req.host;
+  if (target.find('#') != std::string_view::npos) {
+    // A request target has no fragment (RFC 9112 3.2): Envoy refuses one rather than
+    // route "/admin#x" past an exact or regex match on "/admin".
+    SendLocalReply(400, "request target with a fragment", "-");
+    return false;
+  }
   if (target.size() >= 7 && IEquals(target.substr(0, 7), "http://")) {
     std::string_view rest = target.substr(7);
     size_t end = rest.find_first_of("/?");
@@ -341,6 +347,11 @@ bool Exchange::PhaseTarget(const http::RequestHead& req) {
       target = rest.substr(end);
     }
   } else if (target == "*") {
+    if (req.method != "OPTIONS") {
+      // The asterisk form is a server-wide OPTIONS only (RFC 9112 3.2.4).
+      SendLocalReply(400, "the asterisk-form request target is for OPTIONS only", "-");
+      return false;
+    }
     path_ = "*";
     return true;
   } else if (target.empty() || target.front() != '/') {

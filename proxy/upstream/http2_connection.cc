@@ -111,7 +111,7 @@ struct Http2ClientCallbacks {
         if (s->status_ >= 100 && s->status_ < 200) {
           return 0;  // 100-continue and other interim heads are not relayed
         }
-        if (s->status_ < 200 || s->status_ > 999) {
+        if (s->status_ < 200 || s->status_ > 599) {  // RFC 9110 15: 100..599
           nghttp2_submit_rst_stream(c.session_, NGHTTP2_FLAG_NONE, s->id_, NGHTTP2_PROTOCOL_ERROR);
           s->overflow_ = true;  // reported as a protocol error when the stream closes
           return 0;

@@ -300,6 +300,13 @@ def t_path_normalization(h):
             st = request(p.port, "GET", "/../../etc/passwd")[0]
             check("path normalization: dot-segments above the root stay at the root (404/200, "
                   "never an error that leaks)", st in (200, 400), st)
+            # A request target has no fragment (RFC 9112 3.2): as Envoy, one with '#' is
+            # refused before routing rather than matched past an exact or regex route.
+            for path in ("/admin#x", "/admin?q#x", "/x#/../admin"):
+                hreset(h)
+                st = request(p.port, "GET", path)[0]
+                check(f"fragment: {path} -> 400, never routed upstream",
+                      st == 400 and b"#" not in received(h), (st, received(h)[-200:]))
         finally:
             p.stop()
 
@@ -327,6 +334,16 @@ def t_host_and_authority(h):
             st = recv_response(s)[0]
             s.close()
             check(f"absolute-form: bad authority {bad!r} -> 400", st == 400, st)
+        # The asterisk form is for a server-wide OPTIONS only (RFC 9112 3.2.4).
+        for method in ("GET", "POST", "DELETE"):
+            s = raw(p.port, f"{method} * HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n".encode())
+            st = recv_response(s)[0]
+            s.close()
+            check(f"asterisk form: {method} * -> 400", st == 400, st)
+        s = raw(p.port, b"OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n")
+        st = recv_response(s)[0]
+        s.close()
+        check("asterisk form: OPTIONS * is not refused as malformed", st != 400, st)
         st, hd, b = request(p.port, "GET", "/c", headers={"Connection": "host, x-drop",
                                                           "x-drop": "1"})
         head = json.loads(b)["head"].lower() if st == 200 else ""
@@ -351,8 +368,10 @@ def t_chunked_reencoded(h):
               b"e=1" not in wire, (st, wire[-300:]))
         check("chunked: a valid trailer is forwarded as a trailer field",
               "x-trailer: t1" in info.get("trailers", "").lower(), info)
+        many = b"".join(b"x-t%d: v\r\n" % i for i in range(3000))  # under the byte limit
         for name, trailer in (("no colon", b"bad trailer\r\n"), ("space before colon", b"x :1\r\n"),
-                              ("bare LF", b"x-a: 1\nx-b: 2\r\n")):
+                              ("bare LF", b"x-a: 1\nx-b: 2\r\n"),
+                              ("3,000 fields, more than the header count limit", many)):
             hreset(h)
             s = raw(p.port, b"POST /c HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
                             b"5\r\nhello\r\n0\r\n" + trailer + b"\r\n")
@@ -360,7 +379,7 @@ def t_chunked_reencoded(h):
             s.close()
             wire = received(h)
             check(f"chunked: an invalid trailer ({name}) -> 400 and it never reaches the upstream",
-                  st == 400 and trailer.strip() not in wire, (st, wire[-200:]))
+                  st == 400 and trailer.strip()[:40] not in wire, (st, wire[-200:]))
     finally:
         p.stop()
 

@@ -322,9 +322,10 @@ class DualUpstream:
     (x-upstream-protocol) which one the request came in. A minimal HTTP/2 server: SETTINGS
     acknowledged, each stream answered once its request ends."""
 
-    def __init__(self, big_body=0):
+    def __init__(self, big_body=0, status=200):
         import threading
         self.big_body = big_body  # h2 responses: this many body bytes instead of "h2"
+        self.status = status      # h2 responses' :status
         self.sock = socket.socket()
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind(("127.0.0.1", 0))
@@ -380,8 +381,11 @@ class DualUpstream:
         buf = self.recv_exact(c, 24, buf)[24:]
         c.sendall(frame(4, 0, 0))
         name, value = b"x-upstream-protocol", b"h2"
-        # :status 200 (static index 8), then a literal field without indexing, new name.
-        block = bytes([0x88, 0x00, len(name)]) + name + bytes([len(value)]) + value
+        # :status 200 (static index 8; another status: a literal of that indexed name), then
+        # a literal field without indexing, new name.
+        status = bytes([0x88]) if self.status == 200 else \
+            bytes([0x08, len(str(self.status))]) + str(self.status).encode()
+        block = status + bytes([0x00, len(name)]) + name + bytes([len(value)]) + value
         windows = {"conn": 65535, "initial": 65535, "streams": {}}
         for _ in range(10000):
             buf = self.recv_exact(c, 9, buf)
@@ -540,6 +544,94 @@ def t_h2_upstream_end_while_paused(_up):
         dual.close()
 
 
+def nghttp_status(port, path="/", headers=()):
+    """The :status an nghttp request with these (pseudo-)headers gets, or None."""
+    args = ["nghttp", "-nv", "-t", "20"]
+    for h in headers:
+        args += ["-H", h]
+    r = subprocess.run(args + [f"http://127.0.0.1:{port}{path}"], capture_output=True,
+                       text=True, timeout=60)
+    m = re.search(r"recv \(stream_id=\d+\) :status: (\d+)", r.stdout)
+    return int(m.group(1)) if m else None
+
+
+def raw_h2_status(port, authority, path):
+    """One GET on a new h2c connection with this :authority and :path sent as literals: the
+    response's :status when it is one of the static table's (200, 204, 206, 304, 400, 404,
+    500), "reset" for RST_STREAM, "goaway", or None."""
+    static = {0x88: 200, 0x89: 204, 0x8a: 206, 0x8b: 304, 0x8c: 400, 0x8d: 404, 0x8e: 500}
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    try:
+        s.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + frame(4, 0, 0) +
+                  frame(1, 0x5, 1, hpack_get_path(authority, path)))
+        buf = b""
+        deadline = time.time() + 20
+        while time.time() < deadline:
+            while len(buf) >= 9 and len(buf) >= 9 + int.from_bytes(buf[:3], "big"):
+                length = int.from_bytes(buf[:3], "big")
+                ftype, sid, payload = buf[3], int.from_bytes(buf[5:9], "big") & 0x7FFFFFFF, \
+                    buf[9:9 + length]
+                buf = buf[9 + length:]
+                if ftype == 1 and sid == 1:
+                    return static.get(payload[0], payload[:8])
+                if ftype == 3 and sid == 1:
+                    return "reset"
+                if ftype == 7:
+                    return "goaway"
+            chunk = s.recv(65536)
+            if not chunk:
+                return None
+            buf += chunk
+        return None
+    finally:
+        s.close()
+
+
+def t_request_target_and_authority(up):
+    """What HTTP/1.1 refuses in a request target or Host is refused over HTTP/2 too: a
+    fragment in :path (it would get past an exact match), an :authority with userinfo, a
+    bad port or bad brackets."""
+    admin = route(None, {"uri": {"exact": "/admin"}})
+    admin.pop("route")
+    admin["directResponse"] = {"status": 403, "body": "admin is protected"}
+    p = Proxy(snapshot({("*",): [admin, route([to("a")])]}, {"a": [up]}), concurrency=1)
+    try:
+        check("h2: /admin -> 403 (the exact route)", nghttp_status(p.port, "/admin") == 403)
+        for path in ("/admin#x", "/admin?a=1#x"):
+            st = nghttp_status(p.port, headers=[f":path: {path}"])
+            check(f"h2: :path {path} -> 400, not routed past the exact match", st == 400, st)
+        st = nghttp_status(p.port, headers=[":authority: user@victim.example"])
+        check("h2: :authority with userinfo -> 400 (as Host over HTTP/1.1)", st == 400, st)
+        # (nghttp refuses to send these: raw frames.)
+        for bad in ("example.com:99999", "example.com:8o", "[::1", "a:b:c", "exa mple.com"):
+            st = raw_h2_status(p.port, bad, "/")
+            # (a space is refused by nghttp2 itself: a stream error, which is as good)
+            check(f"h2: :authority {bad!r} -> 400 (as Host over HTTP/1.1)",
+                  st == 400 or (st == "reset" and " " in bad), st)
+        check("h2: raw frames with a valid :authority -> 200",
+              raw_h2_status(p.port, "example.com", "/") == 200)
+        st = nghttp_status(p.port, headers=[":authority: example.com:8080"])
+        check("h2: a valid :authority with a port is served", st == 200, st)
+    finally:
+        p.stop()
+
+
+def t_h2_upstream_status_range(_up):
+    """An HTTP/2 upstream's :status outside 100..599 (RFC 9110 15) is a bad response: 502,
+    as from an HTTP/1.1 upstream."""
+    for status, want in ((599, 599), (600, 502), (999, 502)):
+        dual = DualUpstream(status=status)
+        p = Proxy(snapshot({("*",): [route([to("h2")])]},
+                           {"h2": {"ports": [dual.port], "cluster": {"protocol": "HTTP2"}}}),
+                  concurrency=1)
+        try:
+            st = http_get(p.port, "/")[0]
+            check(f"h2 upstream :status {status} -> {want} to the client", st == want, st)
+        finally:
+            p.stop()
+            dual.close()
+
+
 def hpack_get_path(authority, path):
     # :method GET, :scheme http (static table), :path and :authority literals.
     return (bytes([0x82, 0x86, 0x04, len(path)]) + path.encode() +
@@ -668,6 +760,7 @@ def main():
         up = start_upstream("h1")
         for t in (t_h2spec, t_clients, t_client_protocol, t_grpc, t_rapid_reset,
                   t_connection_error_with_streams, t_made_you_reset, t_h2_upstream_tail,
+                  t_request_target_and_authority, t_h2_upstream_status_range,
                   t_h2_upstream_end_while_paused,
                   t_many_streams):
             if pt.ARGS.only and pt.ARGS.only not in t.__name__:

@@ -208,6 +208,18 @@ TEST_CASE("chunked: size lines and trailers are bounded") {
   CHECK(Decode("0\r\nX: 12345\r\nY: 12\r\n\r\n", 0, limits).error == "trailer section too large");
   // The default limit stops an endless extension.
   CHECK(Decode("5;" + std::string(5000, 'e')).error == "chunk size line too long");
+
+  // As many trailer fields as header fields (dropped ones count too).
+  limits = ChunkedLimits{};
+  limits.max_trailer_fields = 2;
+  CHECK(Decode("0\r\nX: 1\r\nHost: h\r\n\r\n", 0, limits).status == ChunkedStatus::kDone);
+  CHECK(Decode("0\r\nX: 1\r\nHost: h\r\nY: 2\r\n\r\n", 0, limits).error ==
+        "too many trailer fields");
+  std::string many = "0\r\n";
+  for (int i = 0; i < 101; ++i) {
+    many.append("x").append(std::to_string(i)).append(": v\r\n");
+  }
+  CHECK(Decode(many + "\r\n").error == "too many trailer fields");
 }
 
 TEST_CASE("chunked: done and error are sticky until Reset") {
