@@ -145,12 +145,43 @@ struct Http2ServerCallbacks {
     return *static_cast<Http2ServerCodec*>(user_data);
   }
 
+  // A second consecutive frame that carries nothing, or more than this many PRIORITY frames
+  // per opened stream (+1), is a flood (Envoy's max_consecutive_inbound_frames_with_empty_
+  // payload and max_inbound_priority_frames_per_stream defaults).
+  static constexpr uint32_t kMaxConsecutiveEmptyFrames = 1;
+  static constexpr uint64_t kMaxPriorityFramesPerStream = 100;
+
+  static void Flood(nghttp2_session* session, Http2ServerCodec& c) {
+    if (!c.terminated_) {
+      c.stats_.flood.fetch_add(1, std::memory_order_relaxed);
+      nghttp2_session_terminate_session(session, NGHTTP2_ENHANCE_YOUR_CALM);
+      c.terminated_ = true;
+    }
+  }
+
   static int OnBeginFrame(nghttp2_session* session, const nghttp2_frame_hd* hd, void* user_data) {
     auto& c = Codec(user_data);
+    if (hd->type == NGHTTP2_DATA || hd->type == NGHTTP2_HEADERS ||
+        hd->type == NGHTTP2_CONTINUATION) {
+      if (hd->length == 0 && (hd->flags & NGHTTP2_FLAG_END_STREAM) == 0) {
+        if (++c.consecutive_empty_frames_ > kMaxConsecutiveEmptyFrames) {
+          Flood(session, c);
+          return 0;
+        }
+      } else {
+        c.consecutive_empty_frames_ = 0;
+      }
+    } else if (hd->type == NGHTTP2_PRIORITY) {
+      if (++c.priority_frames_ > kMaxPriorityFramesPerStream * (1 + c.streams_opened_)) {
+        Flood(session, c);
+        return 0;
+      }
+    }
     if (hd->type != NGHTTP2_HEADERS || (hd->stream_id & 1) == 0) {
       return 0;
     }
     if (hd->stream_id > c.max_stream_id_) {
+      ++c.streams_opened_;
       c.max_stream_id_ = hd->stream_id;
       c.opened_[c.opened_next_++ % c.opened_.size()] = hd->stream_id;
       return 0;

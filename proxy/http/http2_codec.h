@@ -186,7 +186,12 @@ class Http2ServerCodec final : public ServerCodec {
   uint32_t heads_in_progress_ = 0;
   uint64_t streams_started_ = 0;
   uint64_t premature_resets_ = 0;
-  int32_t max_stream_id_ = 0;          // the highest client stream id seen
+  int32_t max_stream_id_ = 0;  // the highest client stream id seen
+  // Flood limits on frames that carry nothing (Envoy's defaults): consecutive empty
+  // DATA / HEADERS / CONTINUATION frames without END_STREAM, and PRIORITY frames.
+  uint32_t consecutive_empty_frames_ = 0;
+  uint64_t priority_frames_ = 0;
+  uint64_t streams_opened_ = 0;
   std::array<int32_t, 256> opened_{};  // the latest client stream ids used
   size_t opened_next_ = 0;
   bool close_ = false;

@@ -715,6 +715,53 @@ def t_made_you_reset(up):
         p.stop()
 
 
+def t_empty_and_priority_floods(up):
+    """Floods that cost the proxy work but carry nothing (CVE-2019-9518 empty frames,
+    CVE-2019-9513-style PRIORITY churn): as Envoy's defaults, a second consecutive empty
+    DATA/HEADERS/CONTINUATION frame without END_STREAM, or more than 100 PRIORITY frames per
+    opened stream, is a flood: GOAWAY ENHANCE_YOUR_CALM. One empty DATA frame is fine."""
+    p = Proxy(snapshot({("*",): [route([to("a")])]}, {"a": [up]}), concurrency=1)
+    post = bytes([0x83, 0x86, 0x84, 0x01, 1]) + b"x"  # POST / (a body follows)
+    try:
+        s = socket.create_connection(("127.0.0.1", p.port), timeout=10)
+        s.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + frame(4, 0, 0) +
+                  frame(1, 0x4, 1, post) + frame(0, 0, 1) + frame(0, 1, 1, b"body"))
+        buf, status, deadline = b"", None, time.time() + 20
+        while status is None and time.time() < deadline:
+            try:
+                chunk = s.recv(65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            buf += chunk
+            off = 0
+            while off + 9 <= len(buf) and off + 9 + int.from_bytes(buf[off:off + 3], "big") <= len(buf):
+                length = int.from_bytes(buf[off:off + 3], "big")
+                if buf[off + 3] == 1 and int.from_bytes(buf[off + 5:off + 9], "big") == 1:
+                    status = buf[off + 9]  # 0x88: :status 200 from the static table
+                off += 9 + length
+        s.close()
+        check("h2: one empty DATA frame before the body is served (200, no GOAWAY)",
+              goaway_code(buf) is None and status == 0x88, (status, buf[:200]))
+        for name, flood in (
+                ("200 empty DATA frames", frame(1, 0x4, 1, post) + frame(0, 0, 1) * 200),
+                ("5,000 PRIORITY frames", b"".join(
+                    frame(2, 0, 1 + 2 * (i % 50), struct.pack(">IB", 0, 15)) for i in range(5000)))):
+            before = p.stats().get("http2.flood", 0)
+            s = socket.create_connection(("127.0.0.1", p.port), timeout=10)
+            try:
+                s.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + frame(4, 0, 0) + flood)
+            except OSError:
+                pass
+            buf = read_until_closed(s, time.time() + 20)
+            after = p.stats().get("http2.flood", 0)
+            check(f"h2: {name} -> GOAWAY ENHANCE_YOUR_CALM, counted as a flood",
+                  goaway_code(buf) == 0xb and after == before + 1, (goaway_code(buf), before, after))
+    finally:
+        p.stop()
+
+
 def t_many_streams(up):
     p = Proxy(snapshot({("*",): [route([to("a")])]}, {"a": [up]}),
               "--http2-max-concurrent-streams", "1000", concurrency=1)
@@ -761,6 +808,7 @@ def main():
         for t in (t_h2spec, t_clients, t_client_protocol, t_grpc, t_rapid_reset,
                   t_connection_error_with_streams, t_made_you_reset, t_h2_upstream_tail,
                   t_request_target_and_authority, t_h2_upstream_status_range,
+                  t_empty_and_priority_floods,
                   t_h2_upstream_end_while_paused,
                   t_many_streams):
             if pt.ARGS.only and pt.ARGS.only not in t.__name__:
