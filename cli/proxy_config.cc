@@ -183,9 +183,18 @@ void PrintListeners(const v1::Snapshot& s, const json& bound) {
         for (const auto& n : fc.server_names()) {
           names += (names.empty() ? "" : ",") + n;
         }
-        chains.push_back(
-            (names.empty() ? std::string("*") : names) + " -> " +
-            (fc.has_tls() ? "Route: " + fc.route_table() : std::string("passthrough")));
+        std::string to = "passthrough";
+        if (fc.has_tls() && fc.has_tcp_route()) {
+          // Terminated, then a tcp: route: its cluster(s), as a TCP port's.
+          std::vector<std::string> clusters;
+          for (const auto& wc : fc.tcp_route().clusters()) {
+            clusters.push_back(wc.cluster() + " " + std::to_string(wc.weight()));
+          }
+          to = "TCP: " + (clusters.empty() ? fc.tcp_route().cluster() : Join(clusters, ", "));
+        } else if (fc.has_tls()) {
+          to = "Route: " + fc.route_table();
+        }
+        chains.push_back((names.empty() ? std::string("*") : names) + " -> " + to);
       }
       dest = Join(chains, "; ");
     }

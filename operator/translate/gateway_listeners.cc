@@ -2,9 +2,10 @@
 // A plain-text port has one route table with a virtual host per domain (VirtualService
 // hosts ∩ server hosts). A TLS port (HTTPS / TLS servers) has a filter chain per server,
 // chosen by SNI: a terminating one (SIMPLE, MUTUAL, OPTIONAL_MUTUAL) with its own route
-// table, or a PASSTHROUGH one whose VirtualService tls: routes send each SNI host to a
-// cluster unterminated. A TCP port (TCP, MONGO, MYSQL, REDIS servers) sends every
-// connection to the destination of the first VirtualService tcp: route bound to it.
+// table (a TLS server's: its first tcp: route for the decrypted bytes), or a PASSTHROUGH
+// one whose VirtualService tls: routes send each SNI host to a cluster unterminated. A TCP
+// port (TCP, MONGO, MYSQL, REDIS servers) sends every connection to the destination of the
+// first VirtualService tcp: route bound to it.
 #include <algorithm>
 #include <deque>
 #include <map>
@@ -58,11 +59,6 @@ bool GatewayServerServed(const api::Server& s, std::string* why) {
   const std::string& mode = s.tls->mode;
   if (mode == "ISTIO_MUTUAL" || mode == "AUTO_PASSTHROUGH") {
     *why = "tls.mode " + mode + " is not served by skiff (it needs the mesh's own certificates)";
-    return false;
-  }
-  if (p == "TLS" && mode != "PASSTHROUGH") {
-    *why = "TLS servers that terminate (tls.mode " + mode +
-           ") serve tcp: routes, which skiff does not serve yet";
     return false;
   }
   return mode == "PASSTHROUGH" || mode == "SIMPLE" || mode == "MUTUAL" || mode == "OPTIONAL_MUTUAL";
@@ -175,6 +171,21 @@ void Builder::AddFilterChain(uint32_t port, const Bound& b, v1::Listener* listen
   v1::TlsServerContext ctx;
   if (!ServerTlsContext(b, &ctx)) {
     return;  // its Secret is missing or invalid: the Gateway's status says so
+  }
+  if (b.server->port->protocol == "TLS") {
+    // A TLS server that terminates: the bytes inside go by its first tcp: route (Istio);
+    // with none, the server is not served.
+    // (In place: the cluster table keeps a view of the cluster name.)
+    auto* fc = listener->add_filter_chains();
+    std::vector<const Bound*> one = {&b};
+    if (!SetTcpRoute(port, one, fc->mutable_tcp_route())) {
+      listener->mutable_filter_chains()->RemoveLast();
+      return;
+    }
+    fc->set_name(chain_name);
+    SetServerNames(b, fc);
+    *fc->mutable_tls() = std::move(ctx);
+    return;
   }
   auto* fc = listener->add_filter_chains();
   fc->set_name(chain_name);

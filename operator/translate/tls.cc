@@ -113,9 +113,12 @@ bool Builder::ServerTlsContext(const Bound& b, v1::TlsServerContext* ctx) {
   for (const auto& c : t.cipher_suites) {
     ctx->add_cipher_suites(c);
   }
-  // As Istio's HTTPS servers: HTTP/2 for clients that offer it, else HTTP/1.1.
-  ctx->add_alpn_protocols("h2");
-  ctx->add_alpn_protocols("http/1.1");
+  // As Istio's HTTPS servers: HTTP/2 for clients that offer it, else HTTP/1.1. (A TLS
+  // server's bytes are not HTTP: it names no protocol.)
+  if (b.server->port->protocol != "TLS") {
+    ctx->add_alpn_protocols("h2");
+    ctx->add_alpn_protocols("http/1.1");
+  }
   if (mutual) {
     for (const auto& s : t.subject_alt_names) {
       ctx->add_subject_alt_names(s);

@@ -556,6 +556,19 @@ std::shared_ptr<const Config> Config::Build(v1::Snapshot snapshot,
           *error = at + ".tls: " + why;
           return nullptr;
         }
+        if (fc.has_tcp_route()) {
+          TcpDestination d;
+          if (!TcpDestinationOf(*cfg, fc.tcp_route(), at + ".tcp_route", strict_references, &d,
+                                error)) {
+            return nullptr;
+          }
+          if (d.cluster == nullptr && d.total_weight == 0) {
+            continue;  // its clusters have not arrived: not served yet
+          }
+          chain.tcp_route = std::move(d);
+          lc.filter_chains.push_back(std::move(chain));
+          continue;
+        }
         auto rt = tables.find(fc.route_table());
         if (rt == tables.end()) {
           if (!strict_references) {

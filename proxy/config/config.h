@@ -51,6 +51,9 @@ struct FilterChainConfig {
   bool any_name = false;                 // no server names: matches any SNI
   std::shared_ptr<net::TlsContext> tls;  // null: passthrough
   const router::RouteTable* route_table = nullptr;
+  // Terminated, then the bytes inside to this destination (a Gateway TLS server's tcp:
+  // route) rather than HTTP routing.
+  std::optional<TcpDestination> tcp_route;
   struct SniRoute : TcpDestination {
     std::vector<std::string> exact, suffixes;
   };

@@ -591,6 +591,11 @@ ssize_t TlsTransport::Write(Buffer* buf) {
   return taken;
 }
 
+bool TlsTransport::has_pending_input() const {
+  return !failed_ && (buffered_input_ || (ssl_ != nullptr && SSL_pending(ssl_) > 0) ||
+                      (rbio_ != nullptr && BIO_ctrl_pending(rbio_) > 0));
+}
+
 void TlsTransport::ShutdownWrite() {
   SendCloseNotify();
   raw_.ShutdownWrite();

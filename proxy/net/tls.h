@@ -108,6 +108,7 @@ class TlsTransport final : public Transport {
   [[nodiscard]] const std::optional<PeerCertificate>& peer() const { return peer_; }
   // Ciphertext arrived before the transport existed is waiting: read without an event.
   [[nodiscard]] bool has_buffered_input() const { return buffered_input_; }
+  [[nodiscard]] bool has_pending_input() const override;
 
  private:
   TlsTransport(int fd, std::shared_ptr<TlsContext> context);

@@ -30,6 +30,9 @@ class Transport {
   [[nodiscard]] virtual bool handshake_done() const { return true; }
   // The bytes are encrypted (TLS): the request's scheme is https.
   [[nodiscard]] virtual bool secure() const { return false; }
+  // Input read from the socket already waits inside the transport (TLS records not yet
+  // decrypted or returned): Read() has more to give without a socket event.
+  [[nodiscard]] virtual bool has_pending_input() const { return false; }
 };
 
 // A TCP socket as it is.

@@ -17,9 +17,14 @@ class TcpProxy::UpstreamSide final : public net::IoHandler {
 };
 
 TcpProxy::TcpProxy(WorkerContext& context, int fd, std::string_view initial, const Target& target)
+    : TcpProxy(context, std::make_unique<net::PlainTransport>(fd), initial, target) {}
+
+TcpProxy::TcpProxy(WorkerContext& context, std::unique_ptr<net::Transport> client,
+                   std::string_view initial, const Target& target)
     : context_(context),
-      client_(std::make_unique<net::PlainTransport>(fd)),
+      client_(std::move(client)),
       upstream_handler_(std::make_unique<UpstreamSide>(*this)) {
+  const int fd = client_->fd();
   auto& stats = context_.stats();
   stats.tcp_proxy_cx_total.fetch_add(1, std::memory_order_relaxed);
   stats.tcp_proxy_cx_active.fetch_add(1, std::memory_order_relaxed);
@@ -75,6 +80,21 @@ TcpProxy::TcpProxy(WorkerContext& context, int fd, std::string_view initial, con
     }
   });
   context_.dispatcher().Schedule(&timer_, context_.options().upstream_connect_timeout);
+  PumpPendingLater();  // a TLS client's ClientHello was read before this connection existed
+}
+
+void TcpProxy::PumpPendingLater() {
+  if (closed_ || pump_deferred_ || client_eof_ || !client_->has_pending_input() ||
+      to_upstream_.size() >= context_.options().max_buffer_bytes) {
+    return;
+  }
+  pump_deferred_ = true;
+  context_.dispatcher().Defer([this] {
+    pump_deferred_ = false;
+    if (!closed_) {
+      Pump();
+    }
+  });
 }
 
 TcpProxy::~TcpProxy() {
@@ -165,6 +185,11 @@ void TcpProxy::Pump() {
     if (n == -1) {
       break;
     }
+    if (n == -2 && !client_->handshake_done()) {
+      context_.stats().tls_handshake_error.fetch_add(1, std::memory_order_relaxed);
+      Close();
+      return;
+    }
     if (n <= 0) {
       client_eof_ = true;
       break;
@@ -204,7 +229,7 @@ void TcpProxy::Pump() {
       return;
     }
   }
-  if (!to_client_.empty()) {
+  if (!to_client_.empty() || client_->wants_write()) {
     if (client_->Write(&to_client_) < 0) {
       Close();
       return;
@@ -218,21 +243,23 @@ void TcpProxy::Pump() {
     upstream_shut_ = true;
     upstream_->ShutdownWrite();
   }
-  if (upstream_eof_ && to_client_.empty() && !client_shut_) {
+  if (upstream_eof_ && to_client_.empty() && !client_->wants_write() && !client_shut_) {
     client_shut_ = true;
     client_->ShutdownWrite();
   }
-  if (client_eof_ && upstream_eof_ && to_client_.empty() && to_upstream_.empty()) {
+  if (client_eof_ && upstream_eof_ && to_client_.empty() && to_upstream_.empty() &&
+      !client_->wants_write()) {
     Close();
     return;
   }
   UpdateInterest();
+  PumpPendingLater();
 }
 
 void TcpProxy::UpdateInterest() {
   const size_t limit = context_.options().max_buffer_bytes;
   uint32_t c = (!client_eof_ && to_upstream_.size() < limit ? uint32_t{EPOLLIN | EPOLLRDHUP} : 0u) |
-               (to_client_.empty() ? 0u : uint32_t{EPOLLOUT});
+               (to_client_.empty() && !client_->wants_write() ? 0u : uint32_t{EPOLLOUT});
   if (c == 0) {
     c = EPOLLERR;  // stay registered (interest 0 would read as "removed")
   }

@@ -27,6 +27,9 @@ class TcpProxy final : public net::IoHandler, public ActiveConnection {
   };
   // Takes the client socket `fd` and the bytes already read from it.
   TcpProxy(WorkerContext& context, int fd, std::string_view initial, const Target& target);
+  // Takes the client's transport (a TLS server connection, which holds what was read).
+  TcpProxy(WorkerContext& context, std::unique_ptr<net::Transport> client, std::string_view initial,
+           const Target& target);
   ~TcpProxy() override;
   TcpProxy(const TcpProxy&) = delete;
   TcpProxy& operator=(const TcpProxy&) = delete;
@@ -38,6 +41,8 @@ class TcpProxy final : public net::IoHandler, public ActiveConnection {
   class UpstreamSide;
   void OnUpstreamEvents(uint32_t events);
   void Pump();
+  // What the client's transport still holds (TLS records) is read on the next turn.
+  void PumpPendingLater();
   void Close();
   void UpdateInterest();
   // Istio's TCP metrics: the connection's series once the upstream answered or failed.
@@ -63,6 +68,7 @@ class TcpProxy final : public net::IoHandler, public ActiveConnection {
   bool upstream_eof_ = false;
   bool upstream_shut_ = false;
   bool client_shut_ = false;
+  bool pump_deferred_ = false;
   bool closed_ = false;    // events are ignored
   bool finished_ = false;  // Close() ran
 };

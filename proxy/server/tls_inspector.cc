@@ -110,6 +110,24 @@ void TlsInspector::HandOff(const std::string& sni) {
     target.cluster = cluster;
     target.source = cluster->source_address;
     next = std::make_unique<TcpProxy>(context_, fd_, in_.view(), target);
+  } else if (chain->tcp_route) {
+    // A TLS server that terminates into a tcp: route: the decrypted bytes to its pick.
+    const upstream::Cluster* cluster =
+        chain->tcp_route->Pick(chain->tcp_route->total_weight > 0 ? context_.NextRandom() : 0);
+    if (cluster == nullptr) {
+      context_.stats().tls_no_route.fetch_add(1, std::memory_order_relaxed);
+      Close();
+      return;
+    }
+    done_ = true;
+    timer_.Cancel();
+    context_.dispatcher().Remove(fd_);
+    TcpProxy::Target target;
+    target.cluster = cluster;
+    target.source = cluster->source_address;
+    next =
+        std::make_unique<TcpProxy>(context_, net::TlsTransport::Server(fd_, chain->tls, in_.view()),
+                                   std::string_view(), target);
   } else {
     done_ = true;
     timer_.Cancel();

@@ -9,6 +9,7 @@ Prints 'N passed, N failed'."""
 import argparse
 import os
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -20,6 +21,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import gateway_tls_test as gt  # noqa: E402  (the gateway proxy over xDS)
 import proxy_test as pt  # noqa: E402
+import tls_test as tt  # noqa: E402  (certificates)
 import xds_test as xt  # noqa: E402  (the file-source operator)
 from proxy_test import check, free_port  # noqa: E402
 
@@ -84,6 +86,15 @@ spec:
     hosts: ["*"]
   - port: {{number: 8080, name: grpc, protocol: GRPC}}
     hosts: ["*"]
+  - port: {{number: 31443, name: tls-echo, protocol: TLS}}
+    hosts: [shop.example]
+    tls: {{mode: SIMPLE, credentialName: echo-cert}}
+  - port: {{number: 31444, name: tls-mutual, protocol: TLS}}
+    hosts: [shop.example]
+    tls: {{mode: MUTUAL, credentialName: echo-cert}}
+  - port: {{number: 31445, name: tls-unrouted, protocol: TLS}}
+    hosts: [shop.example]
+    tls: {{mode: SIMPLE, credentialName: echo-cert}}
 ---
 apiVersion: networking.istio.io/v1
 kind: VirtualService
@@ -98,6 +109,9 @@ spec:
       weight: {weight_a}
     - destination: {{host: tcp-echo, port: {{number: 9000}}, subset: v2}}
       weight: {weight_b}
+  - match: [{{port: 31443}}, {{port: 31444}}]
+    route:
+    - destination: {{host: tcp-echo, port: {{number: 9000}}, subset: v1}}
   http:
   - route: [{{destination: {{host: web}}}}]
 ---
@@ -177,17 +191,21 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--bin-dir", required=True)
     ARGS = ap.parse_args()
-    pt.ARGS = xt.ARGS = gt.ARGS = ARGS
+    pt.ARGS = xt.ARGS = gt.ARGS = tt.ARGS = ARGS
     try:
         a, b = EchoServer("v1"), EchoServer("v2")
         up = pt.start_upstream("web")
         cfg = tempfile.mkdtemp(prefix="skiff-gw-tcp-config-")
         xt.write(os.path.join(cfg, "gateway.yaml"), config(50, 50, up))
         xt.write(os.path.join(cfg, "backends.yaml"), backends(a.port, b.port))
+        certs = tt.Certs(tempfile.mkdtemp(prefix="skiff-gw-tcp-certs-"))
+        xt.write(os.path.join(cfg, "secret.yaml"), gt.tls_secret("echo-cert", certs.shop, certs.ca))
         op = xt.Operator(cfg)
-        gw = gt.GatewayProxy(op.port, "gw-tcp", ports=(31400, 31401, 8080), stats=True)
+        gw = gt.GatewayProxy(op.port, "gw-tcp", ports=(31400, 31401, 8080, 31443, 31444, 31445),
+                             stats=True)
         try:
             run_checks(cfg, op, gw, a, b, up)
+            tls_checks(gw, certs)
         finally:
             gw.stop()
             op.stop()
@@ -286,6 +304,66 @@ def run_checks(cfg, op, gw, a, b, up):
                         f"http://127.0.0.1:{gw.ports[8080]}/hello"],
                        capture_output=True, text=True, timeout=30)
     check("a GRPC server serves HTTP/2 (h2c) through its routes", r.stdout == "200 2", r.stdout)
+
+
+def tls_converse(port, certs, payload=b"hello", client=None, server_name="shop.example"):
+    """As converse(), inside TLS (verified against the test CA): the backend's answer."""
+    ctx = ssl.create_default_context(cafile=certs.ca["crt"])
+    if client is not None:
+        ctx.load_cert_chain(client["crt"], client["key"])
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+        with ctx.wrap_socket(raw, server_hostname=server_name) as s:
+            def send():
+                s.sendall(payload)
+            sender = threading.Thread(target=send, daemon=True)
+            sender.start()
+            out, want = b"", 3 + len(payload)
+            deadline = time.time() + 20
+            while len(out) < want and time.time() < deadline:
+                d = s.recv(65536)
+                if not d:
+                    break
+                out += d
+            sender.join(10)
+            return out
+
+
+def tls_checks(gw, certs):
+    """Gateway TLS servers that terminate: the bytes inside go by their tcp: route."""
+    port = gw.ports[31443]
+    first = gt.wait_until(lambda: tls_converse(port, certs), timeout=60)
+    check("a TLS server (SIMPLE) terminates, then its tcp: route: v1's greeting and the echo "
+          "inside TLS, the certificate verified for shop.example", first == b"v1:hello",
+          repr(first))
+    big = os.urandom(1 << 20)
+    answer = tls_converse(port, certs, big)
+    check("TLS to TCP: 1 MiB through, byte for byte", answer == b"v1:" + big,
+          f"{len(answer or b'')} bytes back")
+    mutual = gw.ports[31444]
+    answer = gt.wait_until(lambda: tls_converse(mutual, certs, client=certs.client), timeout=60)
+    check("a MUTUAL TLS server with a client certificate: through to v1", answer == b"v1:hello",
+          repr(answer))
+    refused = None
+    try:
+        tls_converse(mutual, certs)
+    except (OSError, ssl.SSLError) as e:
+        refused = e
+    check("... without a client certificate: refused", refused is not None)
+    st = pt.http_get(gw.stats, "/stats/prometheus")[2].decode()
+    check("TLS-terminated TCP connections are in Istio's TCP metrics",
+          any(l.startswith("istio_tcp_connections_opened_total{") and 'destination_version="v1"'
+              in l for l in st.splitlines()))
+    rc, out = gt.skiffctl("proxy-config", "listeners", "--admin", f"127.0.0.1:{gw.admin}")
+    check("skiffctl proxy-config listeners shows the TLS chain's tcp route",
+          rc == 0 and "shop.example -> TCP: outbound|9000|v1|tcp-echo.shop.svc.cluster.local"
+          in out, out)
+    refused = False
+    try:
+        socket.create_connection(("127.0.0.1", gw.ports[31445]), timeout=5).close()
+    except OSError:
+        refused = True
+    check("a terminating TLS server without a tcp: route is not served (connection refused)",
+          refused)
 
 
 if __name__ == "__main__":
