@@ -150,8 +150,8 @@ class Builder {
                        std::string root_source, v1::VirtualHost* vh);
 
   void EmitRoute(const api::HTTPRoute& http, const api::HTTPMatchRequest* m, const std::string& ns,
-                 const std::string& mirror_ns, uint32_t service_port, const std::string& source,
-                 v1::VirtualHost* vh);
+                 const std::string& mirror_ns, uint32_t request_port, uint32_t service_port,
+                 const std::string& source, v1::VirtualHost* vh);
 
   void SetRetry(const api::HTTPRetry& in, v1::RetryPolicy* rp);
 

@@ -215,7 +215,7 @@ void Builder::AppendRule(const api::HTTPRoute& http, const std::string& ns,
                          const std::string& mirror_ns, std::string_view gateway_key, uint32_t port,
                          uint32_t service_port, std::string* source, v1::VirtualHost* vh) {
   if (http.match.empty()) {
-    EmitRoute(http, nullptr, ns, mirror_ns, service_port, *source, vh);
+    EmitRoute(http, nullptr, ns, mirror_ns, port, service_port, *source, vh);
     return;
   }
   const size_t base = source->size();
@@ -228,7 +228,7 @@ void Builder::AppendRule(const api::HTTPRoute& http, const std::string& ns,
     source->append(".match[");
     AppendNumber(source, j);
     source->push_back(']');
-    EmitRoute(http, &m, ns, mirror_ns, service_port, *source, vh);
+    EmitRoute(http, &m, ns, mirror_ns, port, service_port, *source, vh);
   }
   source->resize(base);
 }
@@ -279,8 +279,8 @@ void Builder::AppendDelegated(const api::HTTPRoute& root, const std::string& roo
 }
 
 void Builder::EmitRoute(const api::HTTPRoute& http, const api::HTTPMatchRequest* m,
-                        const std::string& ns, const std::string& mirror_ns, uint32_t service_port,
-                        const std::string& source, v1::VirtualHost* vh) {
+                        const std::string& ns, const std::string& mirror_ns, uint32_t request_port,
+                        uint32_t service_port, const std::string& source, v1::VirtualHost* vh) {
   auto* route = vh->add_routes();
   if (m != nullptr && !m->name.empty()) {
     route->set_name(http.name + "." + m->name);
@@ -386,7 +386,9 @@ void Builder::EmitRoute(const api::HTTPRoute& http, const api::HTTPMatchRequest*
     r->set_uri(uri.empty() || uri[0] == '/' ? uri : "/" + uri);
     r->set_prefix_rewrite(http.redirect->prefix_rewrite);
     r->set_authority(http.redirect->authority);
-    r->set_port(http.redirect->port);
+    // derivePort FROM_REQUEST_PORT: the port the route serves (the routes are built per
+    // port, as Istio's); FROM_PROTOCOL_DEFAULT: none, the scheme's default.
+    r->set_port(http.redirect->derive_port ? request_port : http.redirect->port);
     r->set_scheme(http.redirect->scheme);
     r->set_response_code(
         static_cast<uint32_t>(http.redirect->redirect_code ? http.redirect->redirect_code : 301));

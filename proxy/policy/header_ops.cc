@@ -46,7 +46,7 @@ bool Overridden(std::string_view name, const v1::HeaderOperations* a,
   return false;
 }
 
-void AppendOps(std::string* fields, const v1::HeaderOperations* ops) {
+void AppendOps(std::string* fields, const v1::HeaderOperations* ops, std::string_view skip) {
   if (ops == nullptr) {
     return;
   }
@@ -54,6 +54,9 @@ void AppendOps(std::string* fields, const v1::HeaderOperations* ops) {
     for (const auto& h : *list) {
       if (!h.name().empty() && h.name()[0] == ':') {
         continue;  // pseudo-headers (":authority") are applied by the caller
+      }
+      if (!skip.empty() && IEquals(h.name(), skip)) {
+        continue;
       }
       fields->append(h.name());
       fields->append(": ");

@@ -16,8 +16,9 @@ const v1::HeaderOperations* ResponseOps(const v1::Headers& headers, bool present
 bool Overridden(std::string_view name, const v1::HeaderOperations* a,
                 const v1::HeaderOperations* b);
 
-// Appends the set and add operations as "name: value\r\n" lines (pseudo-headers skipped).
-void AppendOps(std::string* fields, const v1::HeaderOperations* ops);
+// Appends the set and add operations as "name: value\r\n" lines (pseudo-headers skipped, and
+// `skip` when given: a response's Server is the proxy's own, as Envoy's OVERWRITE).
+void AppendOps(std::string* fields, const v1::HeaderOperations* ops, std::string_view skip = {});
 
 // The value an operation sets for ":authority" (Istio's way to change Host), or nullptr.
 const std::string* SetAuthority(const v1::HeaderOperations* a, const v1::HeaderOperations* b);

@@ -32,7 +32,17 @@ std::string RedirectLocation(const v1::Redirect& red, std::string_view request_s
       location += std::to_string(red.port());
     }
   } else if (red.authority().empty() && host.size() != authority.size()) {
-    location.append(authority.substr(host.size()));  // keep ":port"
+    // The request's ":port" is kept, but for a default port: the final scheme's, or the
+    // request scheme's when the redirect changes the scheme (as Envoy: http://a:80 to
+    // https://a, not https://a:80).
+    std::string_view port = authority.substr(host.size());
+    std::string_view scheme = red.scheme().empty() ? request_scheme : red.scheme();
+    auto is_default = [&](std::string_view s) {
+      return (s == "https" && port == ":443") || (s == "http" && port == ":80");
+    };
+    if (!is_default(scheme) && !(scheme != request_scheme && is_default(request_scheme))) {
+      location.append(port);
+    }
   }
   if (!red.prefix_rewrite().empty()) {
     location += red.prefix_rewrite();

@@ -8,7 +8,8 @@
 namespace skiff::policy {
 
 // scheme: the redirect's, else `request_scheme`; authority: the redirect's, else the
-// request's host, keeping its port unless the redirect sets one; path: the redirect's uri
+// request's host, keeping its port unless the redirect sets one (a default port, of the
+// final scheme or of the request's when the scheme changes, is left out); path: the redirect's uri
 // (the query kept unless the uri has its own), or its prefix_rewrite in place of the
 // route's `matched_prefix` ("/" for a route without a prefix match), else the request's
 // path; the request's query follows.

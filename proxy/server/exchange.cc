@@ -3,11 +3,14 @@
 // exchange_tries.cc, the response in exchange_response.cc.
 #include "proxy/server/exchange.h"
 
+#include <cstdio>
+
 #include "proxy/http/authority.h"
 #include "proxy/http/grpc.h"
 #include "proxy/http/headers.h"
 #include "proxy/http/http1_codec.h"
 #include "proxy/policy/cors.h"
+#include "proxy/policy/hash_key.h"
 #include "proxy/policy/header_ops.h"
 #include "proxy/policy/redirect.h"
 #include "proxy/policy/rewrite.h"
@@ -114,6 +117,7 @@ void Exchange::Recycle(const DownstreamInfo& downstream, http::ResponseEncoder& 
   authority_ = {};
   absolute_form_ = false;
   hash_key_.clear();
+  set_cookie_.clear();
   cors_origin_.clear();
   listener_ = nullptr;
   route_ = nullptr;
@@ -481,22 +485,31 @@ bool Exchange::PhasePickCluster(const http::RequestHead& req) {
     } else if (ch.has_use_source_ip()) {
       hash_key_ = downstream_->peer;
     } else if (ch.has_http_cookie()) {
-      if (const auto* h = req.Find("cookie")) {
-        std::string_view c = h->value;
-        std::string needle = ch.http_cookie().name() + "=";
-        size_t pos = c.find(needle);
-        if (pos != std::string_view::npos) {
-          c.remove_prefix(pos + needle.size());
-          hash_key_.assign(c.substr(0, c.find(';')));
+      const auto& hc = ch.http_cookie();
+      std::optional<std::string_view> value;
+      for (const auto& h : req.headers) {
+        if (h.name.size() == 6 && IEquals(h.name, "cookie") &&
+            (value = policy::CookieValue(h.value, hc.name()))) {
+          break;
         }
       }
+      if (value) {
+        hash_key_.assign(*value);
+      } else if (hc.has_ttl()) {
+        // Envoy: with a ttl, a client without the cookie is given one; its value is the key,
+        // so the client's next requests reach the same endpoint.
+        char hex[17];
+        std::snprintf(hex, sizeof hex, "%016llx",
+                      static_cast<unsigned long long>(context_.NextRandom()));
+        hash_key_.assign(hex, 16);
+        set_cookie_ = policy::HashCookieField(hc.name(), hash_key_, hc.path(),
+                                              static_cast<uint64_t>(hc.ttl().seconds()));
+      }
     } else if (ch.has_http_query_parameter_name()) {
-      std::string_view t = req.target;
-      std::string needle = ch.http_query_parameter_name() + "=";
-      size_t pos = t.find(needle);
-      if (pos != std::string_view::npos) {
-        t.remove_prefix(pos + needle.size());
-        hash_key_.assign(t.substr(0, t.find('&')));
+      auto value = policy::QueryParameter(query_.empty() ? query_ : query_.substr(1),
+                                          ch.http_query_parameter_name());
+      if (value) {
+        hash_key_.assign(*value);
       }
     }
   }
@@ -569,6 +582,9 @@ void Exchange::PhaseUpstreamHead(const http::RequestHead& req) {
     if (h.name.size() == 23 && http::TokenEqualsLower(h.name, "x-forwarded-client-cert")) {
       continue;  // only the proxy says who the client is (Envoy's SANITIZE)
     }
+    if (h.name.size() == 21 && http::TokenEqualsLower(h.name, "x-envoy-attempt-count")) {
+      continue;  // this proxy's own count replaces it
+    }
     if (tracing_ && telemetry::IsTraceHeader(h.name)) {
       continue;  // replaced by this hop's context below
     }
@@ -614,6 +630,11 @@ void Exchange::PhaseUpstreamHead(const http::RequestHead& req) {
   if (tracing_) {
     telemetry::AppendPropagationHeaders(trace_, &f);
   }
+  // Istio's default proxyHeaders.attemptCount (Envoy's include_request_attempt_count): the
+  // try's number, rewritten in place for each retry (SendRequest).
+  http::AppendField(&f, "x-envoy-attempt-count", "1");
+  attempt_count_at_ = f.size() - 3;  // the "1" before the CRLF
+  attempt_count_len_ = 1;
   out.has_body = request_has_body_;
   out.content_length = req.content_length;
   if (req.chunked) {

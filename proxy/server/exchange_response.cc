@@ -72,6 +72,9 @@ void Exchange::OnUpstreamHead(UpstreamRequest& request, const http::ResponseHead
   const bool header_ops = route_ops != nullptr || target_ops != nullptr;
   for (const auto& f : head.headers) {
     auto kind = http::ClassifyField(f.name);
+    if (f.name.size() == 29 && http::TokenEqualsLower(f.name, "x-envoy-upstream-service-time")) {
+      continue;  // this hop's own replaces it
+    }
     if (kind == http::FieldKind::kHopByHop || kind == http::FieldKind::kServer ||
         (!connection.empty() && http::HasConnectionToken(connection, f.name)) ||
         (header_ops && policy::Overridden(f.name, route_ops, target_ops))) {
@@ -85,12 +88,22 @@ void Exchange::OnUpstreamHead(UpstreamRequest& request, const http::ResponseHead
     }
     h.upgrade = true;
   }
-  policy::AppendOps(&h.fields, route_ops);
-  policy::AppendOps(&h.fields, target_ops);
+  policy::AppendOps(&h.fields, route_ops, "server");
+  policy::AppendOps(&h.fields, target_ops, "server");
   if (!cors_origin_.empty()) {
     policy::AppendCorsResponseFields(route.cors(), cors_origin_, &h.fields);
   }
   http::AppendField(&h.fields, "server", context_.options().server_name);
+  if (!set_cookie_.empty()) {
+    http::AppendField(&h.fields, "set-cookie", set_cookie_);
+  }
+  {
+    // Envoy's x-envoy-upstream-service-time: the try's time to the response head, in ms.
+    char ms[24];
+    auto r = std::to_chars(ms, ms + sizeof ms, upstream_time_ms_);
+    http::AppendField(&h.fields, "x-envoy-upstream-service-time",
+                      std::string_view(ms, static_cast<size_t>(r.ptr - ms)));
+  }
   if (!head.chunked && head.content_length) {
     h.content_length = head.content_length;
   }

@@ -132,6 +132,11 @@ void Exchange::SendRequest(UpstreamRequest& request) {
   }
   bool retry = attempts_ > 1 || transparent_resends_ > 0;
   bool end = !request_has_body_;
+  if (attempts_ > 1 && attempt_count_len_ > 0) {
+    const std::string n = std::to_string(attempts_);
+    upstream_head_.fields.replace(attempt_count_at_, attempt_count_len_, n);
+    attempt_count_len_ = n.size();
+  }
   stream->EncodeHead(upstream_head_, end);
   if (end || request.stream() == nullptr) {
     return;

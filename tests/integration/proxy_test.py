@@ -4,6 +4,7 @@ upstream. Covers routing, load balancing, body streaming, strict parsing, timeou
 and config reload. Prints 'N passed, N failed'; exits non-zero on failure."""
 import argparse
 import json
+import re
 import os
 import signal
 import socket
@@ -344,6 +345,48 @@ def t_weights_and_lb(up):
                   for i in range(40)}
         check("lb: consistent hash is sticky per key and spreads keys", stable and len(spread) == 2,
               (stable, spread))
+        # By a cookie and by a query parameter: the one of that exact name, not one whose
+        # name ends with it ("xuser", "xu").
+        p.reload(snapshot({("*",): [route([to("ck")], match={"uri": {"prefix": "/ck"}}),
+                                    route([to("qp")])]}, {
+            "ck": {"ports": [up["a"], up["b"]],
+                   "cluster": {"loadBalancer": {"policy": "CONSISTENT_HASH",
+                                                "consistentHash": {"httpCookie": {"name": "user"}}}}},
+            "qp": {"ports": [up["a"], up["b"]],
+                   "cluster": {"loadBalancer": {"policy": "CONSISTENT_HASH",
+                                                "consistentHash": {"httpQueryParameterName": "u"}}}}}))
+        time.sleep(1.5)
+        by_cookie = {json.loads(http_get(p.port, "/ck", headers={"cookie": f"xuser={i}; user=bob"})[2])
+                     ["upstream"] for i in range(30)}
+        by_query = {json.loads(http_get(p.port, f"/q?xu={i}&u=bob")[2])["upstream"] for i in range(30)}
+        check("lb: consistent hash by cookie uses the cookie named 'user' (not 'xuser')",
+              len(by_cookie) == 1, by_cookie)
+        check("lb: consistent hash by query parameter uses 'u' (not 'xu')", len(by_query) == 1,
+              by_query)
+        # With a ttl, a client without the cookie is given one (Envoy), and is sticky by it.
+        p.reload(snapshot({("*",): [route([to("tt")])]}, {"tt": {
+            "ports": [up["a"], up["b"]],
+            "cluster": {"loadBalancer": {"policy": "CONSISTENT_HASH", "consistentHash": {
+                "httpCookie": {"name": "sess", "path": "/", "ttl": "60s"}}}}}}))
+        time.sleep(1.5)
+        cookies, sticky = set(), True
+        for _ in range(12):
+            s_, h_, b_ = http_get(p.port, "/")
+            set_cookie = h_.get("set-cookie", "")
+            m = re.match(r'sess="([0-9a-f]{16})"; Max-Age=60; Path=/; HttpOnly$', set_cookie)
+            if not m:
+                sticky = False
+                break
+            cookies.add(m.group(1))
+            first = json.loads(b_)["upstream"]
+            again = {json.loads(http_get(p.port, "/", headers={"cookie": f'sess="{m.group(1)}"'})[2])
+                     ["upstream"] for _ in range(4)}
+            sticky = sticky and again == {first}
+        check("lb: httpCookie with a ttl: a client without it gets Set-Cookie sess=...; "
+              "Max-Age=60; Path=/; HttpOnly, and its requests with it stay on one endpoint",
+              sticky and len(cookies) == 12, (sticky, cookies))
+        s_, h_, b_ = http_get(p.port, "/", headers={"cookie": "sess=abc"})
+        check("lb: ... a client that has the cookie gets no new one", "set-cookie" not in h_, h_)
     finally:
         p.stop()
 
@@ -364,10 +407,16 @@ def t_actions_and_headers(up):
                                    "add": [{"name": "x-added", "value": "1"}],
                                    "remove": ["x-secret"]},
                        "response": {"remove": ["x-upstream"]}}),
+        route([to("a")], match={"uri": {"prefix": "/srv"}},
+              headers={"response": {"set": [{"name": "server", "value": "my-server"}]}}),
+        {"match": {"uri": {"prefix": "/secure"}}, "redirect": {"scheme": "https"}},
         route([to("a")]),
     ]}, {"a": [up["a"]]})
     p = Proxy(snap)
     try:
+        s, h, b = http_get(p.port, "/secure/x?q=1", host="shop.example:80")
+        check("redirect: http -> https drops the request's :80 (as Envoy)",
+              s == 301 and h.get("location") == "https://shop.example/secure/x?q=1", (s, h))
         s, h, b = http_get(p.port, "/old/page?q=1")
         check("redirect: code and location", s == 308 and h.get("location") == "http://new.example.com/new?q=1",
               (s, h))
@@ -399,6 +448,23 @@ def t_actions_and_headers(up):
         s, h, b = http_get(p.port, "/plain", headers={"x-request-id": "keep-me"})
         check("x-request-id kept when present", dict(json.loads(b)["headers"])["x-request-id"] == "keep-me")
         check("server header is skiff", h.get("server") == "skiff", h)
+        check("x-envoy-upstream-service-time on a proxied response (ms)",
+              h.get("x-envoy-upstream-service-time", "").isdigit(), h)
+        check("x-envoy-attempt-count: 1 on the first try (Istio's default)",
+              dict(json.loads(b)["headers"]).get("x-envoy-attempt-count") == "1", b)
+        # A route's response header ops cannot add a second Server (Envoy overwrites it).
+        s_ = raw(p.port, b"GET /srv HTTP/1.1\r\nHost: x\r\n\r\n")
+        rest = b""
+        while b"\r\n\r\n" not in rest:
+            d = s_.recv(65536)
+            if not d:
+                break
+            rest += d
+        s_.close()
+        servers = [l for l in rest.split(b"\r\n\r\n")[0].lower().split(b"\r\n")
+                   if l.startswith(b"server:")]
+        check("one Server header even when the route sets one", servers == [b"server: skiff"],
+              servers)
         s, h, b = http_get(p.port, "/hop", headers={"Connection": "x-drop", "x-drop": "1",
                                                      "Keep-Alive": "timeout=5", "TE": "trailers"})
         names = [k for k, _ in json.loads(b)["headers"]]
@@ -455,6 +521,19 @@ def t_upstream_failures(up):
         check("connect failure is 503 (UF)", s == 503 and b"upstream connect error" in b, (s, b))
         st = p.stats()
         check("connect failures counted", st["upstream_cx_connect_fail"] >= 1, st)
+        # x-envoy-attempt-count counts the tries: a retry after a connect failure says 2.
+        p.reload(snapshot({("*",): [route([to("mix")], **{"route": {
+            "clusters": [to("mix")],
+            "retryPolicy": {"numRetries": 2, "retryOn": ["connect-failure"]}}})]},
+            {"mix": [dead, up["a"]]}))
+        time.sleep(1.5)
+        counts = []
+        for _ in range(6):
+            s, h, b = http_get(p.port, "/x")
+            counts.append(dict(json.loads(b)["headers"]).get("x-envoy-attempt-count")
+                          if s == 200 else s)
+        check("x-envoy-attempt-count: 2 on the retry after a connect failure, 1 on a first try",
+              set(counts) <= {"1", "2"} and "2" in counts, counts)
     finally:
         p.stop()
 

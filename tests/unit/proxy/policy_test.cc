@@ -4,6 +4,7 @@
 #include <catch2/catch.hpp>
 
 #include "proxy/policy/cors.h"
+#include "proxy/policy/hash_key.h"
 #include "proxy/policy/header_ops.h"
 #include "proxy/policy/redirect.h"
 #include "proxy/policy/rewrite.h"
@@ -66,6 +67,42 @@ TEST_CASE("redirect: Gateway httpsRedirect keeps host and path and drops the def
   r.set_port(18443);  // a remapped 443 (--port-map 443=18443)
   CHECK(skiff::policy::RedirectLocation(r, "http", "shop.example:18080", "/api/catalog", "") ==
         "https://shop.example:18443/api/catalog");
+}
+
+TEST_CASE("redirect: a scheme change drops the request's default port, as Envoy") {
+  skiff::v1::Redirect r;
+  r.set_scheme("https");
+  CHECK(skiff::policy::RedirectLocation(r, "http", "shop.example:80", "/path", "q=1") ==
+        "https://shop.example/path?q=1");
+  CHECK(skiff::policy::RedirectLocation(r, "http", "shop.example:8080", "/path", "") ==
+        "https://shop.example:8080/path");  // not a default port: kept
+  r.set_scheme("http");
+  CHECK(skiff::policy::RedirectLocation(r, "https", "[::1]:443", "/", "") == "http://[::1]/");
+  skiff::v1::Redirect same;  // no scheme change: the final scheme's default port is left out
+  same.set_uri("/new");
+  CHECK(skiff::policy::RedirectLocation(same, "http", "shop.example:80", "/old", "") ==
+        "http://shop.example/new");
+  CHECK(skiff::policy::RedirectLocation(same, "http", "shop.example:443", "/old", "") ==
+        "http://shop.example:443/new");
+}
+
+TEST_CASE("consistent hash keys: the cookie and the query parameter named, exactly") {
+  using skiff::policy::CookieValue;
+  CHECK(CookieValue("xuser=1; user=bob", "user") == std::optional<std::string_view>("bob"));
+  CHECK(CookieValue("user=bob", "user") == std::optional<std::string_view>("bob"));
+  CHECK(CookieValue("a=1;user=\"q v\"; b=2", "user") ==
+        std::optional<std::string_view>("q v"));  // quotes stripped, as Envoy
+  CHECK(CookieValue("users=1; auser=2", "user") == std::nullopt);
+  CHECK(CookieValue("user", "user") == std::nullopt);
+  CHECK(CookieValue("user=", "user") == std::optional<std::string_view>(""));
+  using skiff::policy::QueryParameter;
+  CHECK(QueryParameter("xu=1&u=bob", "u") == std::optional<std::string_view>("bob"));
+  CHECK(QueryParameter("u=bob&x=1", "u") == std::optional<std::string_view>("bob"));
+  CHECK(QueryParameter("xu=1", "u") == std::nullopt);
+  CHECK(QueryParameter("", "u") == std::nullopt);
+  CHECK(skiff::policy::HashCookieField("sess", "00ab", "/", 60) ==
+        "sess=\"00ab\"; Max-Age=60; Path=/; HttpOnly");
+  CHECK(skiff::policy::HashCookieField("sess", "00ab", "", 0) == "sess=\"00ab\"; HttpOnly");
 }
 
 TEST_CASE("header operations: overridden names and the appended fields") {

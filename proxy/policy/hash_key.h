@@ -1,0 +1,25 @@
+#pragma once
+// The keys of a DestinationRule's consistent hash taken from a request (Envoy's hash
+// policies): a cookie or a query parameter found by its exact name, and the cookie the proxy
+// sets when the client has none and the policy gives a ttl.
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+
+namespace skiff::policy {
+
+// The value of the cookie called `name` in a Cookie header ("a=1; b=2"), its surrounding
+// double quotes removed; nullopt when there is none.
+std::optional<std::string_view> CookieValue(std::string_view cookie_header, std::string_view name);
+
+// The value of the parameter called `name` in a query string ("a=1&b=2", without '?'):
+// "" for "a" or "a="; nullopt when there is none.
+std::optional<std::string_view> QueryParameter(std::string_view query, std::string_view name);
+
+// The Set-Cookie value for a generated hash cookie: name="value", then Max-Age (a ttl of 0
+// makes a session cookie) and Path when given, and HttpOnly, as Envoy writes it.
+std::string HashCookieField(std::string_view name, std::string_view value, std::string_view path,
+                            uint64_t ttl_seconds);
+
+}  // namespace skiff::policy
