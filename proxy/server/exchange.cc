@@ -582,7 +582,8 @@ void Exchange::PhaseUpstreamHead(const http::RequestHead& req) {
     if (h.name.size() == 23 && http::TokenEqualsLower(h.name, "x-forwarded-client-cert")) {
       continue;  // only the proxy says who the client is (Envoy's SANITIZE)
     }
-    if (h.name.size() == 21 && http::TokenEqualsLower(h.name, "x-envoy-attempt-count")) {
+    if (h.name.size() == 21 && !cluster_->inbound &&
+        http::TokenEqualsLower(h.name, "x-envoy-attempt-count")) {
       continue;  // this proxy's own count replaces it
     }
     if (tracing_ && telemetry::IsTraceHeader(h.name)) {
@@ -632,9 +633,13 @@ void Exchange::PhaseUpstreamHead(const http::RequestHead& req) {
   }
   // Istio's default proxyHeaders.attemptCount (Envoy's include_request_attempt_count): the
   // try's number, rewritten in place for each retry (SendRequest).
-  http::AppendField(&f, "x-envoy-attempt-count", "1");
-  attempt_count_at_ = f.size() - 3;  // the "1" before the CRLF
-  attempt_count_len_ = 1;
+  // (A sidecar's inbound side passes on the count of the client's proxy instead.)
+  attempt_count_len_ = 0;
+  if (!cluster_->inbound) {
+    http::AppendField(&f, "x-envoy-attempt-count", "1");
+    attempt_count_at_ = f.size() - 3;  // the "1" before the CRLF
+    attempt_count_len_ = 1;
+  }
   out.has_body = request_has_body_;
   out.content_length = req.content_length;
   if (req.chunked) {

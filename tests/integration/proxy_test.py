@@ -278,6 +278,7 @@ def t_routing(up):
             route([to("a")], match={"withoutHeaders": [{"name": "x-block"}],
                                     "uri": {"prefix": "/guarded"}}),
             route([to("b")], match={"uri": {"prefix": "/CaSe", "ignoreCase": True}}),
+            route([to("b")], match={"headers": [{"name": "x-m", "value": {"exact": "a,b"}}]}),
         ]}, {"a": [up["a"]], "b": [up["b"]]})
     p = Proxy(snap)
     try:
@@ -300,6 +301,11 @@ def t_routing(up):
         check("routing: withoutHeaders", who("/guarded") == (200, "a") and
               who("/guarded", headers={"x-block": "1"}) == (404, None))
         check("routing: ignoreCase prefix", who("/case/x") == (200, "b"))
+        s_ = raw(p.port, b"GET /m HTTP/1.1\r\nHost: x\r\nx-m: a\r\nX-M: b\r\n\r\n")
+        st, _, body = recv_response(s_)
+        s_.close()
+        check("routing: a header sent twice is matched as its values joined with ',' (Envoy)",
+              st == 200 and json.loads(body)["upstream"] == "b", (st, body[:200]))
         s, h, b = http_get(p.port, "/nomatch")
         check("routing: no route is 404", s == 404, (s, b))
         st = p.stats()
