@@ -380,13 +380,38 @@ bool Exchange::PhaseTarget(const http::RequestHead& req) {
 
 bool Exchange::PhaseRoute(const http::RequestHead& req) {
   if (listener_ != nullptr) {
+    // A header sent several times is matched as its values joined with ',' (Envoy). The
+    // joined text lives until the next lookup: a matcher reads each value at once.
+    std::string joined;
     std::function<std::optional<std::string_view>(std::string_view)> header_fn =
-        [&req](std::string_view name) -> std::optional<std::string_view> {
-      const http::Header* h = req.Find(name);
-      if (h == nullptr) {
+        [&req, &joined](std::string_view name) -> std::optional<std::string_view> {
+      const http::Header* first = nullptr;
+      bool several = false;
+      for (const auto& h : req.headers) {
+        if (IEquals(h.name, name)) {
+          if (first != nullptr) {
+            several = true;
+            break;
+          }
+          first = &h;
+        }
+      }
+      if (first == nullptr) {
         return std::nullopt;
       }
-      return h->value;
+      if (!several) {
+        return first->value;
+      }
+      joined.clear();
+      for (const auto& h : req.headers) {
+        if (IEquals(h.name, name)) {
+          if (!joined.empty() || &h != first) {
+            joined += ',';
+          }
+          joined.append(h.value);
+        }
+      }
+      return std::string_view(joined);
     };
     router::RequestView view;
     view.method = req.method;
