@@ -118,6 +118,7 @@ void Exchange::Recycle(const DownstreamInfo& downstream, http::ResponseEncoder& 
   absolute_form_ = false;
   hash_key_.clear();
   set_cookie_.clear();
+  request_id_generated_ = false;
   cors_origin_.clear();
   listener_ = nullptr;
   route_ = nullptr;
@@ -283,6 +284,14 @@ void Exchange::DecodeHead(const http::RequestHead& req, size_t head_bytes, bool 
       copy(&tel_user_agent_, "user-agent");
       copy(&tel_xff_, "x-forwarded-for");
       copy(&tel_request_id_, "x-request-id");
+      if (tel_request_id_.empty()) {
+        // Generated before routing, as Envoy: a request answered locally (404 NR, a direct
+        // response) has one in its log line and span too; the upstream gets the same.
+        char id[36];
+        RequestId(context_, id);
+        tel_request_id_.assign(id, sizeof id);
+        request_id_generated_ = true;
+      }
     }
     if (owner->tracing()) {
       tracing_ = true;
@@ -646,11 +655,15 @@ void Exchange::PhaseUpstreamHead(const http::RequestHead& req) {
     http::AppendField(&f, "x-forwarded-client-cert", xfcc);
   }
   if (!has_request_id) {
-    char id[36];
-    RequestId(context_, id);
-    http::AppendField(&f, "x-request-id", std::string_view(id, sizeof id));
-    if (keep_strings_) {
-      tel_request_id_.assign(id, sizeof id);
+    if (request_id_generated_) {
+      http::AppendField(&f, "x-request-id", tel_request_id_);
+    } else {
+      char id[36];
+      RequestId(context_, id);
+      http::AppendField(&f, "x-request-id", std::string_view(id, sizeof id));
+      if (keep_strings_) {
+        tel_request_id_.assign(id, sizeof id);
+      }
     }
   }
   if (tracing_) {

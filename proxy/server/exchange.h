@@ -208,8 +208,9 @@ class Exchange final : public http::RequestDecoder {
   std::string_view authority_;  // Host, or the absolute-form target's authority
   std::string normalized_path_;
   bool absolute_form_ = false;
-  std::string hash_key_;    // consistent-hash key of the request
-  std::string set_cookie_;  // a generated hash cookie for the response, or empty
+  std::string hash_key_;               // consistent-hash key of the request
+  std::string set_cookie_;             // a generated hash cookie for the response, or empty
+  bool request_id_generated_ = false;  // tel_request_id_ was made here, before routing
   // Where the value of x-envoy-attempt-count is in upstream_head_.fields, and its length.
   size_t attempt_count_at_ = 0;
   size_t attempt_count_len_ = 0;

@@ -189,6 +189,9 @@ TraceContext StartSpan(const HeaderLookup& header, double sampling_percent,
   }
   if (decision) {
     ctx.sampled = *decision;
+  } else if (header("x-client-trace-id")) {
+    // A client asks for a trace (Envoy's client sampling, 100% in Istio).
+    ctx.sampled = true;
   } else if (sampling_percent >= 100) {
     ctx.sampled = true;
   } else if (sampling_percent > 0) {

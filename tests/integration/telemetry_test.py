@@ -145,6 +145,7 @@ def t_access_log(up):
                                                      "X-Request-Id": "rid-123",
                                                      "X-Forwarded-For": "10.1.2.3"})
             pt.http_get(p.port, "/nowhere")
+            fwd = dict(json.loads(pt.http_get(p.port, "/a/gen")[2])["headers"])
         finally:
             p.stop()
         lines = open(log).read().splitlines()
@@ -152,16 +153,23 @@ def t_access_log(up):
             pat = (r'^\[\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z\] "GET /a/x\?q=1 HTTP/1\.1" 200 - 0 '
                    r'\d+ \d+ \d+ "10\.1\.2\.3" "tester/1" "rid-123" "example\.com" '
                    r'"127\.0\.0\.1:\d+"$')
-            check("access log: Envoy's default text format", len(lines) == 2 and
+            check("access log: Envoy's default text format", len(lines) == 3 and
                   re.match(pat, lines[0]) is not None, lines)
             check("access log: a 404 line with NR and no upstream",
-                  len(lines) == 2 and '" 404 NR 0 0 ' in lines[1] and lines[1].endswith('"-"'),
+                  len(lines) == 3 and '" 404 NR 0 0 ' in lines[1] and lines[1].endswith('"-"'),
                   lines)
+            # As Envoy, the request id is made before routing: a 404 has one too.
+            check("access log: a request answered locally (404 NR) has a generated x-request-id",
+                  len(lines) == 3 and re.search(r'"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[0-9a-f]{4}-'
+                                                r'[0-9a-f]{12}" "example\.com" "-"$', lines[1]),
+                  lines[1:2])
+            check("access log: a generated x-request-id is the one the upstream got",
+                  len(lines) == 3 and f'"{fwd.get("x-request-id")}"' in lines[2], (fwd, lines[2:]))
         else:
             docs = [json.loads(l) for l in lines]
             d = docs[0] if docs else {}
             check("access log: JSON with Istio's keys",
-                  len(docs) == 2 and d.get("method") == "GET" and d.get("path") == "/a/x?q=1" and
+                  len(docs) == 3 and d.get("method") == "GET" and d.get("path") == "/a/x?q=1" and
                   d.get("response_code") == 200 and d.get("response_flags") == "-" and
                   d.get("request_id") == "rid-123" and d.get("user_agent") == "tester/1" and
                   d.get("upstream_cluster", "").startswith("outbound|80|a|") and
@@ -229,6 +237,14 @@ def t_tracing(up):
         st = p.stats()
         check("span counters in /stats", st.get("tracing_spans_sent") == 0 and
               "tracing_spans_dropped" in st, st)
+        # A client asks for a trace with x-client-trace-id (Envoy's client sampling, 100% in
+        # Istio): sampled whatever the random sampling.
+        s_, h_, b_ = pt.http_get(p.port, "/a/x", headers={"x-client-trace-id": "ask-1"})
+        got = {k: v for k, v in json.loads(b_)["headers"]}
+        spans = col.wait(1)
+        check("sampling 0%: x-client-trace-id forces a sampled trace, reported",
+              got.get("x-b3-sampled") == "1" and len(spans) == 1 and
+              spans[0]["traceId"] == got.get("x-b3-traceid"), (got, spans))
     finally:
         p.stop()
         col.stop()
