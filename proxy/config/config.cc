@@ -221,6 +221,9 @@ const FilterChainConfig* ListenerConfig::ChainFor(std::string_view sni) const {
   if (filter_chains.empty()) {
     return nullptr;
   }
+  if (!sni.empty() && ValidAddress(std::string(sni))) {
+    sni = {};  // an IP address is not a server name (RFC 6066 3): as no SNI
+  }
   const FilterChainConfig* best = nullptr;
   int best_score = 0;
   const FilterChainConfig* any = nullptr;
@@ -239,7 +242,12 @@ const FilterChainConfig* ListenerConfig::ChainFor(std::string_view sni) const {
   if (best != nullptr) {
     return best;
   }
-  return any != nullptr ? any : &filter_chains.front();
+  if (!sni.empty()) {
+    // A name no server has: only a server for any name takes it (Envoy: no matching
+    // filter chain, the connection is closed), not another host's certificate.
+    return any;
+  }
+  return any != nullptr ? any : &filter_chains.front();  // no SNI: the first server
 }
 
 std::shared_ptr<const Config> Config::Build(v1::Snapshot snapshot,

@@ -51,6 +51,7 @@ enum class ResetReason {
   kProtocolError,          // invalid framing or syntax from the peer
   kOverflow,               // a connection limit refused the stream
   kLocalReset,             // this side gave up (timeout, client gone)
+  kRemoteReset,            // the peer reset the stream (HTTP/2 RST_STREAM), not refusing it
 };
 
 // ---- downstream ----------------------------------------------------------------------

@@ -261,6 +261,9 @@ void Exchange::DecodeHead(const http::RequestHead& req, size_t head_bytes, bool 
     grpc_ = true;
     if (const http::Header* t = req.Find("grpc-timeout"); t != nullptr) {
       grpc_timeout_ = http::ParseGrpcTimeout(t->value);
+      if (grpc_timeout_ && grpc_timeout_->count() == 0) {
+        grpc_timeout_.reset();  // 0 is no deadline (Envoy: "0 means infinity")
+      }
     }
   }
   Touch();
@@ -591,9 +594,9 @@ void Exchange::PhaseUpstreamHead(const http::RequestHead& req) {
     auto kind = http::ClassifyField(h.name);
     switch (kind) {
       case http::FieldKind::kHopByHop:
-        if (h.name.size() == 2 && cluster_ != nullptr && upstream_http2_ &&
+        if (h.name.size() == 2 && cluster_ != nullptr &&
             http::HasConnectionToken(h.value, "trailers")) {
-          http::AppendField(&f, "te", "trailers");  // to HTTP/2 upstreams: gRPC needs it
+          http::AppendField(&f, "te", "trailers");  // kept as Envoy does: gRPC needs it
         }
         continue;
       case http::FieldKind::kHost:  // the authority, above

@@ -264,12 +264,20 @@ void Exchange::SendGrpcError(int grpc_status, std::string_view message, const ch
   h.fields.clear();
   h.fields += "content-type: application/grpc\r\ngrpc-status: ";
   h.fields += std::to_string(grpc_status);
-  h.fields += "\r\ngrpc-message: ";
-  http::AppendGrpcMessage(&h.fields, message);
+  if (!message.empty()) {  // as Envoy: no grpc-message without a text
+    h.fields += "\r\ngrpc-message: ";
+    http::AppendGrpcMessage(&h.fields, message);
+  }
   h.fields += "\r\nserver: ";
   h.fields += context_.options().server_name;
   h.fields += "\r\n";
-  h.content_length = 0;
+  // A trailers-only response over HTTP/2 has no content-length (Envoy removes it); HTTP/1.1
+  // needs one to end the message.
+  if (encoder_->protocol() == "HTTP/2") {
+    h.content_length.reset();
+  } else {
+    h.content_length = 0;
+  }
   // A trailers-only response: the head ends the stream.
   state_ = State::kComplete;
   SendResponseHead(h, true);

@@ -253,6 +253,14 @@ void Exchange::OnTryFailed(UpstreamRequest& request, http::ResetReason reason) {
       RetireTry();
       SendLocalReply(502, "upstream sent an invalid response", "UPE");
       return;
+    case http::ResetReason::kRemoteReset:
+      if (response_started_) {
+        ResetAndClose();
+        return;
+      }
+      // The upstream reset a stream it had: it may have processed the request.
+      TryFailed(policy::TryFailure::kReset, "UR", kRemoteResetBody, 503);
+      return;
     case http::ResetReason::kConnectionTermination:
     case http::ResetReason::kLocalReset:
       break;

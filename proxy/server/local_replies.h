@@ -7,6 +7,8 @@ namespace skiff::proxy {
 inline constexpr std::string_view kTerminationBody =
     "upstream connect error or disconnect/reset before headers. reset reason: connection "
     "termination";
+inline constexpr std::string_view kRemoteResetBody =
+    "upstream connect error or disconnect/reset before headers. reset reason: remote reset";
 inline constexpr std::string_view kOverflowBody =
     "upstream connect error or disconnect/reset before headers. reset reason: overflow";
 inline constexpr std::string_view kConnectFailureBody =

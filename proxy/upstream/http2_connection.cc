@@ -689,6 +689,8 @@ void Http2UpstreamConnection::StreamClosed(int32_t id, uint32_t error_code) {
     reason = http::ResetReason::kProtocolError;
   } else if (error_code == NGHTTP2_REFUSED_STREAM && !s->head_done_) {
     s->refused_ = true;  // never processed: safe to send again
+  } else if (error_code != NGHTTP2_NO_ERROR && error_code != NGHTTP2_REFUSED_STREAM) {
+    reason = http::ResetReason::kRemoteReset;  // Envoy's "remote reset" (UR)
   }
   http::ResponseDecoder* d = s->decoder_;
   Finish(*s);

@@ -236,6 +236,17 @@ def t_grpc(_up):
                              capture_output=True, text=True, timeout=60)
         check("... while a non-gRPC client still gets the HTTP 503",
               hdr.stdout.startswith("HTTP/1.1 503"), hdr.stdout)
+        # No route (404 -> 12 UNIMPLEMENTED) and no text: as Envoy, no grpc-message, and no
+        # content-length in the trailers-only reply.
+        hdr = subprocess.run(["curl", "-sS", "--http2-prior-knowledge", "-D", "-", "-o",
+                              "/dev/null", "-H", "content-type: application/grpc", "-H",
+                              "te: trailers", "-H", "host: nowhere.example", "--data-binary", "",
+                              f"http://127.0.0.1:{p.port}/x.Y/Z"],
+                             capture_output=True, text=True, timeout=60)
+        head = hdr.stdout.lower()
+        check("a gRPC local reply without a text: grpc-status 12, no grpc-message, no "
+              "content-length", "http/2 200" in head and "grpc-status: 12" in head and
+              "grpc-message" not in head and "content-length" not in head, hdr.stdout)
     finally:
         p.stop()
 
@@ -322,8 +333,9 @@ class DualUpstream:
     (x-upstream-protocol) which one the request came in. A minimal HTTP/2 server: SETTINGS
     acknowledged, each stream answered once its request ends."""
 
-    def __init__(self, big_body=0, status=200):
+    def __init__(self, big_body=0, status=200, reset=False):
         import threading
+        self.reset = reset  # h2: answer each request with RST_STREAM INTERNAL_ERROR
         self.big_body = big_body  # h2 responses: this many body bytes instead of "h2"
         self.status = status      # h2 responses' :status
         self.sock = socket.socket()
@@ -401,7 +413,9 @@ class DualUpstream:
                 c.sendall(frame(6, 1, 0, b"\0" * 8))  # PING ACK (payload not echoed: unused)
             elif ftype in (0, 1) and flags & 1:  # DATA or HEADERS ending the request
                 self.seen.append("h2")
-                if self.big_body:
+                if self.reset:
+                    c.sendall(frame(3, 0, sid, struct.pack(">I", 2)))
+                elif self.big_body:
                     buf = self.send_big(c, sid, block, buf, windows)
                 else:
                     c.sendall(frame(1, 4, sid, block) + frame(0, 1, sid, b"h2"))
@@ -616,6 +630,45 @@ def t_request_target_and_authority(up):
         p.stop()
 
 
+def t_h2_upstream_reset_and_te(up):
+    """An HTTP/2 upstream that resets the stream before answering: Envoy's 503 "remote reset"
+    (UR), not a connection termination; te: trailers reaches an HTTP/1.1 upstream (Envoy
+    keeps it); a grpc-timeout of 0 is no deadline, not an expired one."""
+    dual = DualUpstream(reset=True)
+    p = Proxy(snapshot({("*",): [route([to("h2")])]},
+                       {"h2": {"ports": [dual.port], "cluster": {"protocol": "HTTP2"}}}),
+              concurrency=1)
+    try:
+        st, _, body = http_get(p.port, "/")
+        check("h2 upstream RST_STREAM before the response -> 503 'reset reason: remote reset'",
+              st == 503 and body.endswith(b"reset reason: remote reset"), (st, body))
+    finally:
+        p.stop()
+        dual.close()
+    timed = route([to("a")], match={"uri": {"prefix": "/timed"}})
+    timed["route"]["timeout"] = "1s"
+    p = Proxy(snapshot({("*",): [timed, route([to("a")])]}, {"a": [up]}), concurrency=1)
+    try:
+        r = subprocess.run(["curl", "-sS", "--http1.1", "-H", "TE: trailers", "-o", "-",
+                            f"http://127.0.0.1:{p.port}/echo"], capture_output=True, text=True,
+                           timeout=60)
+        seen = json.loads(r.stdout) if r.stdout.startswith("{") else {}
+        fields = [str(h).lower() for h in seen.get("headers", [])]
+        check("te: trailers is kept to an HTTP/1.1 upstream", any("'te', 'trailers'" in f or
+              "te: trailers" in f for f in fields), (r.stdout[-600:], r.stderr))
+        for path in ("/timed/delay/300", "/delay/300"):
+            r = subprocess.run(["curl", "-sS", "--http2-prior-knowledge", "-D", "-", "-o",
+                                "/dev/null", "-H", "content-type: application/grpc", "-H",
+                                "grpc-timeout: 0m", "--data-binary", "",
+                                f"http://127.0.0.1:{p.port}{path}"],
+                               capture_output=True, text=True, timeout=60)
+            head = r.stdout.lower()
+            check(f"grpc-timeout 0m on {path} is no deadline: the upstream answers",
+                  "http/2 200" in head and "grpc-status: 14" not in head, r.stdout)
+    finally:
+        p.stop()
+
+
 def t_h2_upstream_status_range(_up):
     """An HTTP/2 upstream's :status outside 100..599 (RFC 9110 15) is a bad response: 502,
     as from an HTTP/1.1 upstream."""
@@ -808,6 +861,7 @@ def main():
         for t in (t_h2spec, t_clients, t_client_protocol, t_grpc, t_rapid_reset,
                   t_connection_error_with_streams, t_made_you_reset, t_h2_upstream_tail,
                   t_request_target_and_authority, t_h2_upstream_status_range,
+                  t_h2_upstream_reset_and_te,
                   t_empty_and_priority_floods,
                   t_h2_upstream_end_while_paused,
                   t_many_streams):

@@ -341,6 +341,12 @@ def run_checks(p, snap, up, backends, pass_port):
     _, out = s_client(https, "-noservername")
     check("SNI: a client without SNI gets the first server's certificate",
           subject_of(out) == "default.example", out[-500:])
+    rc, out = s_client(https, "-servername", "unknown.example")
+    check("SNI: a name no server has is refused (no other host's certificate), as Envoy's "
+          "'no matching filter chain'", subject_of(out) is None, out[-500:])
+    _, out = s_client(https, "-servername", "127.0.0.1")
+    check("SNI: an IP address (not a server name) is taken as no SNI: the first server",
+          subject_of(out) == "default.example", out[-500:])
     _, out = s_client(https, "-servername", "shop.example", "-alpn", "h2,http/1.1")
     check("ALPN: http/1.1 is negotiated", "ALPN protocol: http/1.1" in out, out[-600:])
     got, why = slow_reader_download(https, "shop.example", "/big", 16 * 1024 * 1024)
