@@ -78,10 +78,16 @@ void TlsInspector::HandOff(const std::string& sni) {
     return;
   }
   std::unique_ptr<ActiveConnection> next;
-  if (chain->tls == nullptr) {
-    // PASSTHROUGH: the first route whose SNI hosts match, unterminated.
+  if (chain->tls == nullptr || chain->tcp_route) {
+    // Bytes to a cluster: PASSTHROUGH by the first route whose SNI hosts match, unterminated;
+    // or a TLS server that terminates into a tcp: route, decrypted.
     const upstream::Cluster* cluster = nullptr;
-    for (const auto& r : chain->sni_routes) {
+    if (chain->tls != nullptr) {
+      cluster =
+          chain->tcp_route->Pick(chain->tcp_route->total_weight > 0 ? context_.NextRandom() : 0);
+    }
+    for (size_t i = 0; chain->tls == nullptr && i < chain->sni_routes.size(); ++i) {
+      const auto& r = chain->sni_routes[i];
       bool match = false;
       for (const auto& e : r.exact) {
         match = match || e == sni;
@@ -109,25 +115,13 @@ void TlsInspector::HandOff(const std::string& sni) {
     TcpProxy::Target target;
     target.cluster = cluster;
     target.source = cluster->source_address;
-    next = std::make_unique<TcpProxy>(context_, fd_, in_.view(), target);
-  } else if (chain->tcp_route) {
-    // A TLS server that terminates into a tcp: route: the decrypted bytes to its pick.
-    const upstream::Cluster* cluster =
-        chain->tcp_route->Pick(chain->tcp_route->total_weight > 0 ? context_.NextRandom() : 0);
-    if (cluster == nullptr) {
-      context_.stats().tls_no_route.fetch_add(1, std::memory_order_relaxed);
-      Close();
-      return;
+    if (chain->tls == nullptr) {
+      next = std::make_unique<TcpProxy>(context_, fd_, in_.view(), target);
+    } else {
+      next = std::make_unique<TcpProxy>(context_,
+                                        net::TlsTransport::Server(fd_, chain->tls, in_.view()),
+                                        std::string_view(), target);
     }
-    done_ = true;
-    timer_.Cancel();
-    context_.dispatcher().Remove(fd_);
-    TcpProxy::Target target;
-    target.cluster = cluster;
-    target.source = cluster->source_address;
-    next =
-        std::make_unique<TcpProxy>(context_, net::TlsTransport::Server(fd_, chain->tls, in_.view()),
-                                   std::string_view(), target);
   } else {
     done_ = true;
     timer_.Cancel();

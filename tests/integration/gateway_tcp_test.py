@@ -307,24 +307,31 @@ def run_checks(cfg, op, gw, a, b, up):
 
 
 def tls_converse(port, certs, payload=b"hello", client=None, server_name="shop.example"):
-    """As converse(), inside TLS (verified against the test CA): the backend's answer."""
+    """As converse(), inside TLS (verified against the test CA): the backend's answer. One
+    thread (an SSL object must not be read and written at once): the payload goes in 16 KiB
+    pieces, the echo is read as it comes."""
     ctx = ssl.create_default_context(cafile=certs.ca["crt"])
     if client is not None:
         ctx.load_cert_chain(client["crt"], client["key"])
     with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
         with ctx.wrap_socket(raw, server_hostname=server_name) as s:
-            def send():
-                s.sendall(payload)
-            sender = threading.Thread(target=send, daemon=True)
-            sender.start()
-            out, want = b"", 3 + len(payload)
-            deadline = time.time() + 20
+            s.settimeout(0.05)
+            out, want, sent = b"", 3 + len(payload), 0
+            deadline = time.time() + 30
             while len(out) < want and time.time() < deadline:
-                d = s.recv(65536)
-                if not d:
-                    break
-                out += d
-            sender.join(10)
+                if sent < len(payload):
+                    s.settimeout(10)
+                    s.sendall(payload[sent:sent + 16384])
+                    sent += min(16384, len(payload) - sent)
+                    s.settimeout(0.05)
+                try:
+                    while True:
+                        d = s.recv(65536)
+                        if not d:
+                            return out
+                        out += d
+                except (socket.timeout, ssl.SSLWantReadError):
+                    pass
             return out
 
 
