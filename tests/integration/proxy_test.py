@@ -472,10 +472,14 @@ def t_actions_and_headers(up):
         check("one Server header even when the route sets one", servers == [b"server: skiff"],
               servers)
         s, h, b = http_get(p.port, "/hop", headers={"Connection": "x-drop", "x-drop": "1",
-                                                     "Keep-Alive": "timeout=5", "TE": "trailers"})
+                                                     "Keep-Alive": "timeout=5", "TE": "gzip"})
         names = [k for k, _ in json.loads(b)["headers"]]
         check("hop-by-hop request headers removed",
               not {"x-drop", "keep-alive", "te", "connection"} & set(names), names)
+        s, h, b = http_get(p.port, "/hop", headers={"TE": "gzip, trailers"})
+        fwd = json.loads(b)["headers"]
+        check("TE is reduced to 'trailers' when it lists trailers (Envoy keeps te: trailers)",
+              [v for k, v in fwd if k == "te"] == ["trailers"], fwd)
         check("hop-by-hop response headers removed", "x-hop" not in h and "keep-alive" not in h, h)
     finally:
         p.stop()
