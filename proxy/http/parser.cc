@@ -561,7 +561,8 @@ bool RequestParser::ParseRequestLine(const char* p, size_t begin, size_t end) {
   method_ = Span{static_cast<uint32_t>(begin), static_cast<uint32_t>(i - begin)};
 
   const size_t target_begin = ++i;
-  while (i < end && U(p[i]) > 0x20 && U(p[i]) != 0x7F) {
+  // Visible ASCII only: a URI has no raw bytes >= 0x80 (RFC 9112 3.2; Envoy refuses them).
+  while (i < end && U(p[i]) > 0x20 && U(p[i]) < 0x7F) {
     ++i;
   }
   if (i == target_begin) {

@@ -334,6 +334,14 @@ def t_host_and_authority(h):
             st = recv_response(s)[0]
             s.close()
             check(f"absolute-form: bad authority {bad!r} -> 400", st == 400, st)
+        # A raw byte >= 0x80 in the target (not percent-encoded) is refused, as Envoy's
+        # HTTP/1 codec; its percent-encoded form is routed.
+        s = raw(p.port, b"GET /caf\xc3\xa9 HTTP/1.1\r\nHost: x\r\n\r\n")
+        st = recv_response(s)[0]
+        s.close()
+        check("target: raw UTF-8 bytes -> 400", st == 400, st)
+        st = request(p.port, "GET", "/caf%C3%A9")[0]
+        check("target: the same percent-encoded is served", st == 200, st)
         # The asterisk form is for a server-wide OPTIONS only (RFC 9112 3.2.4).
         for method in ("GET", "POST", "DELETE"):
             s = raw(p.port, f"{method} * HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n".encode())
