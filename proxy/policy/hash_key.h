@@ -1,7 +1,7 @@
 #pragma once
-// The keys of a DestinationRule's consistent hash taken from a request (Envoy's hash
-// policies): a cookie or a query parameter found by its exact name, and the cookie the proxy
-// sets when the client has none and the policy gives a ttl.
+// Values taken from a request by their exact name — a cookie, a query parameter (for the
+// consistent hash and the router's queryParams matches) — and the cookie the proxy sets
+// when a hash policy with a ttl finds none.
 #include <cstdint>
 #include <optional>
 #include <string>

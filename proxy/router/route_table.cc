@@ -5,6 +5,7 @@
 
 #include "proxy/http/authority.h"
 #include "proxy/http/headers.h"
+#include "proxy/policy/hash_key.h"
 
 namespace skiff::router {
 
@@ -30,24 +31,6 @@ std::string LowerCopy(std::string_view s) {
     c = Lower(c);
   }
   return out;
-}
-
-// Finds `name` in a query string "a=1&b=2"; value is empty for "a" or "a=".
-std::optional<std::string_view> QueryParam(std::string_view query, std::string_view name) {
-  while (!query.empty()) {
-    size_t amp = query.find('&');
-    std::string_view pair = query.substr(0, amp);
-    size_t eq = pair.find('=');
-    std::string_view key = pair.substr(0, eq);
-    if (key == name) {
-      return eq == std::string_view::npos ? std::string_view() : pair.substr(eq + 1);
-    }
-    if (amp == std::string_view::npos) {
-      break;
-    }
-    query.remove_prefix(amp + 1);
-  }
-  return std::nullopt;
 }
 
 std::atomic<int> g_max_program_size{100};
@@ -284,7 +267,7 @@ bool Route::Matches(const RequestView& req) const {
     }
   }
   for (const auto& [name, m] : query_params) {
-    auto v = QueryParam(req.query, name);
+    auto v = policy::QueryParameter(req.query, name);
     if (!v || (m && !m->Matches(*v))) {
       return false;
     }
