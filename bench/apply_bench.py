@@ -35,6 +35,8 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
+sys.path.insert(0, os.path.join(ROOT, "tests", "kube"))
+import crdwait  # noqa: E402
 KUBE_ENV = os.path.join(ROOT, "tests", "kube", "env.sh")
 PROCS = []
 
@@ -287,9 +289,9 @@ def run_kube(args, holdoff, work):
                                capture_output=True, text=True, timeout=120)
             if r.returncode != 0:
                 raise RuntimeError(f"kubectl {' '.join(a)}: {r.stdout}{r.stderr}")
+            return r
         kubectl("apply", "-k", os.path.join(ROOT, "crds"))
-        kubectl("wait", "--for", "condition=Established", "--timeout=60s",
-                "crd/gateways.networking.istio.io", "crd/virtualservices.networking.istio.io")
+        crdwait.wait_established(lambda *a: kubectl("get", *a).stdout, crdwait.CRDS[:2])
         up = start_upstream()
         # The API server refuses loopback endpoints: a documentation address, mapped back.
         kubectl("apply", "-f", "-", input=GATEWAY + "---\n" + service("192.0.2.10", up) +

@@ -25,6 +25,9 @@ import sys
 import tempfile
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import crdwait  # noqa: E402
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.normpath(os.path.join(HERE, "..", ".."))
 GROUP = "networking.istio.io"
@@ -364,8 +367,8 @@ def resource(kind, version=None):
 
 def check_crds_installed(kube, crds):
     kube.ok("apply", "-k", crds)
-    kube.ok("wait", "--for=condition=Established", "--timeout=60s",
-            *[f"crd/{p}.{GROUP}" for p in KINDS.values()], timeout=90)
+    crdwait.wait_established(lambda *a: kube.ok("get", *a),
+                             [f"{p}.{GROUP}" for p in KINDS.values()])
     for kind, plural in KINDS.items():
         crd = json.loads(kube.ok("get", "crd", f"{plural}.{GROUP}", "-o", "json"))
         conds = {c["type"]: c for c in crd["status"].get("conditions", [])}

@@ -29,6 +29,8 @@ ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, os.path.join(ROOT, "tests", "integration"))
 import proxy_test as pt  # noqa: E402
 import xds_test as xt  # noqa: E402
+sys.path.insert(0, HERE)
+import crdwait  # noqa: E402
 from proxy_test import check  # noqa: E402
 
 ENV = os.path.join(HERE, "env.sh")
@@ -58,6 +60,9 @@ class Kube:
 
     def apply(self, yaml_text):
         return self.kubectl("apply", "-f", "-", input=yaml_text)
+
+    def wait_crds(self, names=crdwait.CRDS):
+        crdwait.wait_established(lambda *a: self.kubectl("get", *a).stdout, names)
 
     def restart_apiserver(self, between=None):
         subprocess.run([ENV, "stop-apiserver", self.dir], check=True, capture_output=True,
@@ -244,9 +249,7 @@ def main():
 def run(kube):
     up = {"v1": pt.start_upstream("catalog-v1"), "v2": pt.start_upstream("catalog-v2")}
     r = kube.kubectl("apply", "-k", os.path.join(ROOT, "crds"))
-    kube.kubectl("wait", "--for", "condition=Established", "--timeout=60s",
-                 "crd/gateways.networking.istio.io", "crd/virtualservices.networking.istio.io",
-                 "crd/destinationrules.networking.istio.io")
+    kube.wait_crds()
     ns = "shop"
     kube.apply(workloads(ns, up["v1"], up["v2"]))
     set_pod_ready(kube, ns, "catalog-v1")

@@ -182,9 +182,7 @@ def run(kube):
     up = {"v1": pt.start_upstream("catalog-v1"), "v2": pt.start_upstream("catalog-v2"),
           "v1b": pt.start_upstream("catalog-v1b")}
     kube.kubectl("apply", "-k", os.path.join(ROOT, "crds"))
-    kube.kubectl("wait", "--for", "condition=Established", "--timeout=60s",
-                 "crd/gateways.networking.istio.io", "crd/virtualservices.networking.istio.io",
-                 "crd/destinationrules.networking.istio.io")
+    kube.wait_crds()
     kube.apply(ot.workloads(NS, up["v1"], up["v2"]))
     ot.set_pod_ready(kube, NS, "catalog-v1")
     ot.set_pod_ready(kube, NS, "catalog-v2")

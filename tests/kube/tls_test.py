@@ -67,8 +67,7 @@ def resolved_refs(kube):
 def run(kube, certs):
     up = pt.start_upstream("echo")
     kube.kubectl("apply", "-k", os.path.join(ROOT, "crds"))
-    kube.kubectl("wait", "--for", "condition=Established", "--timeout=60s",
-                 "crd/gateways.networking.istio.io", "crd/virtualservices.networking.istio.io")
+    kube.wait_crds()
     kube.kubectl("create", "namespace", NS)
     kube.apply(gt.service("echo", up, address="192.0.2.10"))  # the proxy maps it to 127.0.0.1
     kube.apply(GATEWAY)

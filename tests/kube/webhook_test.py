@@ -99,9 +99,7 @@ def apply_file(kube, text):
 
 def run(kube):
     kube.kubectl("apply", "-k", os.path.join(ROOT, "crds"))
-    kube.kubectl("wait", "--for", "condition=Established", "--timeout=60s",
-                 "crd/gateways.networking.istio.io", "crd/virtualservices.networking.istio.io",
-                 "crd/destinationrules.networking.istio.io")
+    kube.wait_crds()
     kube.apply("apiVersion: v1\nkind: Namespace\nmetadata: {name: shop}\n")
     port = pt.free_port()
     kube.apply(webhook_config(port))
