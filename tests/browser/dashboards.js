@@ -110,29 +110,38 @@ async function servicePage(page, prom, deadline) {
     return out;
   }, inspectGraph.toString());
   const p99 = (s) => (s['client-duration'].series || []).find((x) => x.name === 'P99');
-  const ready = (s) => drawn(s['client-volume'], 3) && drawn(s['client-success'], 3) &&
-    drawn(s['client-duration'], 3) && p99(s) && p99(s).values.length >= 3;
+  const tag = `Service page (${prom.name})`;
+  // Every check of the page, on one probe. The page is reloaded until all of them hold (or
+  // the deadline): a fresh Prometheus has few points, and the 5 s scrapes a chaos dip shows
+  // in come one by one.
+  const verdicts = (s) => {
+    const vol = s['client-volume'];
+    const succ = s['client-success'];
+    const dur = s['client-duration'];
+    const src = s['by-source-volume'];
+    const ver = s['by-version-volume'];
+    return [
+      [`${tag}: it is the page of ${cfg.service}`, s.title === cfg.service, s.title],
+      [`${tag}: the client request volume graph is drawn with data (req/s > 0)`,
+        drawn(vol, 3) && vol.series[0].values.some((v) => v > 0), vol],
+      [`${tag}: the success-rate graph is drawn, values between 0 and 1, dips under chaos`,
+        drawn(succ, 3) && succ.series[0].values.every((v) => v >= 0 && v <= 1) &&
+        succ.series[0].values.some((v) => v < 1), succ],
+      [`${tag}: the duration graph draws P50, P90 and P99; P99 has data`,
+        drawn(dur, 3) && ['P50', 'P90', 'P99'].every((n) => dur.legend.includes(n)) &&
+        p99(s) && p99(s).values.length >= 3 && p99(s).values.every((v) => v > 0), dur],
+      [`${tag}: requests by source name the gateway's workload`,
+        drawn(src, 1) && src.legend.some((l) => l.startsWith('istio-ingressgateway.')), src.legend],
+      [`${tag}: requests by destination version name apigateway-v1 v1`,
+        drawn(ver, 1) && ver.legend.some((l) => l.startsWith('apigateway-v1 v1 ')), ver.legend],
+    ];
+  };
+  const ready = (s) => verdicts(s).every((v) => v[1]);
   const s = await until(page, url, probe, ready, deadline);
   page.off('response', onResponse);
-  const tag = `Service page (${prom.name})`;
-  check(`${tag}: it is the page of ${cfg.service}`, s && s.title === cfg.service, s && s.title);
-  const vol = s['client-volume'];
-  check(`${tag}: the client request volume graph is drawn with data (req/s > 0)`,
-    drawn(vol, 3) && vol.series[0].values.some((v) => v > 0), vol);
-  const succ = s['client-success'];
-  check(`${tag}: the success-rate graph is drawn, values between 0 and 1, dips under chaos`,
-    drawn(succ, 3) && succ.series[0].values.every((v) => v >= 0 && v <= 1) &&
-    succ.series[0].values.some((v) => v < 1), succ);
-  const dur = s['client-duration'];
-  check(`${tag}: the duration graph draws P50, P90 and P99; P99 has data`,
-    drawn(dur, 3) && ['P50', 'P90', 'P99'].every((n) => dur.legend.includes(n)) &&
-    p99(s) && p99(s).values.length >= 3 && p99(s).values.every((v) => v > 0), dur);
-  const src = s['by-source-volume'];
-  check(`${tag}: requests by source name the gateway's workload`,
-    drawn(src, 1) && src.legend.some((l) => l.startsWith('istio-ingressgateway.')), src.legend);
-  const ver = s['by-version-volume'];
-  check(`${tag}: requests by destination version name apigateway-v1 v1`,
-    drawn(ver, 1) && ver.legend.some((l) => l.startsWith('apigateway-v1 v1 ')), ver.legend);
+  for (const [name, ok, detail] of verdicts(s)) {
+    check(name, ok, detail);
+  }
   check(`${tag}: every asset and query the page loads answers` +
     (missing.size ? ' (Debian\'s paths aside, which the library falls back from)' : ''),
     failed.length === 0, failed);
@@ -152,14 +161,18 @@ async function meshPage(page, prom, deadline) {
     };
   }, inspectGraph.toString());
   const want = [cfg.service, 'catalog.coolstore.svc.cluster.local'];
-  const ready = (s) => drawn(s.volume, 3) && want.every((w) => s.volume.legend.includes(w));
-  const s = await until(page, url, probe, ready, deadline);
-  check(`Mesh page (${prom.name}): the volume graph draws every service`,
-    drawn(s.volume, 3) && want.every((w) => s.volume.legend.includes(w)), s.volume);
-  check(`Mesh page (${prom.name}): the table lists every service`,
-    want.every((w) => s.services.includes(w)), s.services);
-  check(`Mesh page (${prom.name}): the gateway's share is drawn, between 0 and 1`,
-    drawn(s.share, 3) && s.share.series[0].values.every((v) => v > 0 && v <= 1), s.share);
+  const verdicts = (s) => [
+    [`Mesh page (${prom.name}): the volume graph draws every service`,
+      drawn(s.volume, 3) && want.every((w) => s.volume.legend.includes(w)), s.volume],
+    [`Mesh page (${prom.name}): the table lists every service`,
+      want.every((w) => s.services.includes(w)), s.services],
+    [`Mesh page (${prom.name}): the gateway's share is drawn, between 0 and 1`,
+      drawn(s.share, 3) && s.share.series[0].values.every((v) => v > 0 && v <= 1), s.share],
+  ];
+  const s = await until(page, url, probe, (st) => verdicts(st).every((v) => v[1]), deadline);
+  for (const [name, ok, detail] of verdicts(s)) {
+    check(name, ok, detail);
+  }
   await page.screenshot({ path: path.join(cfg.artifacts, `mesh-${prom.name}.png`), fullPage: true });
 }
 
