@@ -22,7 +22,9 @@ def wait_established(get, names, timeout=90.0, interval=0.2):
     while True:
         try:
             out = get("crd", *pending, "-o", "json")
-            items = json.loads(out).get("items", [])
+            doc = json.loads(out)
+            # (One name gives the object itself, several a List.)
+            items = doc.get("items", []) if doc.get("kind") == "List" else [doc]
             ready = set()
             for crd in items:
                 conds = (crd.get("status") or {}).get("conditions") or []
@@ -41,4 +43,4 @@ def wait_established(get, names, timeout=90.0, interval=0.2):
 
 
 CRDS = ["gateways.networking.istio.io", "virtualservices.networking.istio.io",
-        "destinationrules.networking.istio.io"]
+        "destinationrules.networking.istio.io", "serviceentries.networking.istio.io"]
