@@ -75,7 +75,8 @@ class Pipeline {
       // endpoints of every connected group are recomputed and pushed alone.
       std::erase_if(loaded.objects, [](const skiff::api::Object& o) {
         return o.kind != skiff::api::Kind::kService && o.kind != skiff::api::Kind::kEndpointSlice &&
-               o.kind != skiff::api::Kind::kPod && o.kind != skiff::api::Kind::kDestinationRule;
+               o.kind != skiff::api::Kind::kPod && o.kind != skiff::api::Kind::kDestinationRule &&
+               o.kind != skiff::api::Kind::kServiceEntry;
       });
       server_->UpdateEndpoints(
           std::make_shared<skiff::translate::EndpointTranslator>(std::move(loaded.objects)));

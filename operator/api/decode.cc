@@ -23,6 +23,8 @@ const char* KindName(Kind kind) {
       return "VirtualService";
     case Kind::kDestinationRule:
       return "DestinationRule";
+    case Kind::kServiceEntry:
+      return "ServiceEntry";
     case Kind::kService:
       return "Service";
     case Kind::kEndpointSlice:
@@ -63,6 +65,10 @@ bool IsSupportedKind(std::string_view api_version, std::string_view kind, Kind* 
     }
     if (kind == "DestinationRule") {
       *out = Kind::kDestinationRule;
+      return true;
+    }
+    if (kind == "ServiceEntry") {
+      *out = Kind::kServiceEntry;
       return true;
     }
     return false;
@@ -787,7 +793,8 @@ void DecodeInto(const nlohmann::json& doc, Object* out) {
   switch (kind) {
     case Kind::kGateway:
     case Kind::kVirtualService:
-    case Kind::kDestinationRule: {
+    case Kind::kDestinationRule:
+    case Kind::kServiceEntry: {
       top.Ignore("status");
       const auto* spec = top.Get("spec");
       if (spec == nullptr) {
@@ -800,6 +807,8 @@ void DecodeInto(const nlohmann::json& doc, Object* out) {
         obj.spec = DecodeGateway(r);
       } else if (kind == Kind::kVirtualService) {
         obj.spec = DecodeVirtualService(r);
+      } else if (kind == Kind::kServiceEntry) {
+        obj.spec = DecodeServiceEntry(r);
       } else {
         obj.spec = DecodeDestinationRule(r);
       }

@@ -13,6 +13,7 @@ namespace skiff::api {
 Gateway DecodeGateway(Reader& spec);
 VirtualService DecodeVirtualService(Reader& spec);
 DestinationRule DecodeDestinationRule(Reader& spec);
+ServiceEntry DecodeServiceEntry(Reader& spec);
 
 // One YAML document as JSON; `first_line` (0-based) offsets the line numbers of errors.
 // Throws std::runtime_error("line L, column C: ...").

@@ -92,6 +92,33 @@ bool IsValidIp(std::string_view s) {
   return inet_pton(AF_INET, text.c_str(), buf) == 1 || inet_pton(AF_INET6, text.c_str(), buf) == 1;
 }
 
+bool IsValidIpOrCidr(std::string_view s) {
+  auto slash = s.find('/');
+  if (slash == std::string_view::npos) {
+    return IsValidIp(s);
+  }
+  std::string ip(s.substr(0, slash));
+  std::string_view bits = s.substr(slash + 1);
+  unsigned char buf[16];
+  int max = 0;
+  if (inet_pton(AF_INET, ip.c_str(), buf) == 1) {
+    max = 32;
+  } else if (inet_pton(AF_INET6, ip.c_str(), buf) == 1) {
+    max = 128;
+  } else {
+    return false;
+  }
+  if (bits.empty() || bits.size() > 3 || bits.find_first_not_of("0123456789") != bits.npos ||
+      (bits.size() > 1 && bits[0] == '0')) {
+    return false;
+  }
+  int n = 0;
+  for (char c : bits) {
+    n = n * 10 + (c - '0');
+  }
+  return n <= max;
+}
+
 std::string ValidateWildcardDomain(std::string_view host) {
   if (auto err = CheckLength(host); !err.empty()) {
     return err;

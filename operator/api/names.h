@@ -12,7 +12,8 @@ bool IsDns1123Label(std::string_view s);      // "catalog" (lower case, as Kuber
 bool IsDns1123Subdomain(std::string_view s);  // "catalog.v1"
 // A DNS label as Istio checks hosts and subset names: letters of either case.
 bool IsDns1123LabelAnyCase(std::string_view s);
-bool IsValidIp(std::string_view s);  // IPv4 or IPv6, no zone, no brackets
+bool IsValidIp(std::string_view s);        // IPv4 or IPv6, no zone, no brackets
+bool IsValidIpOrCidr(std::string_view s);  // an IP, or "IP/prefix-length" (0-32, 0-128)
 // An FQDN with an optional wildcard first label: "*", "*.example.com", "*example.com",
 // "*-x.example.com", "catalog", "a.b.c."; the top-level label is not all digits. Returns an
 // error text or empty.

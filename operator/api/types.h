@@ -7,6 +7,7 @@
 #include <compare>
 #include <cstdint>
 #include <initializer_list>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -117,6 +118,7 @@ enum class Kind {
   kGateway,
   kVirtualService,
   kDestinationRule,
+  kServiceEntry,
   kService,
   kEndpointSlice,
   kPod,
@@ -467,6 +469,38 @@ struct DestinationRule {
   bool operator==(const DestinationRule&) const = default;
 };
 
+// ServiceEntry: hosts added to the mesh's registry, with their ports and endpoints.
+struct ServiceEntryPort {
+  uint32_t number = 0;
+  std::string protocol;  // upper case: HTTP, HTTP2, GRPC, HTTPS, TLS, TCP, ...; "" = TCP
+  std::string name;
+  uint32_t target_port = 0;  // 0: the endpoint's port of this name, else `number`
+  bool operator==(const ServiceEntryPort&) const = default;
+};
+
+// A ServiceEntry endpoint (Istio's WorkloadEntry): an IP address, a DNS name or unix://.
+struct WorkloadEntry {
+  std::string address;
+  std::map<std::string, uint32_t> ports;  // service port name -> this endpoint's port
+  Labels labels;
+  std::string network, locality, service_account;
+  uint32_t weight = 0;
+  bool operator==(const WorkloadEntry&) const = default;
+};
+
+struct ServiceEntry {
+  std::vector<std::string> hosts;
+  std::vector<std::string> addresses;  // IPs or CIDRs
+  std::vector<ServiceEntryPort> ports;
+  std::string location;    // MESH_EXTERNAL (default) or MESH_INTERNAL
+  std::string resolution;  // NONE (default), STATIC, DNS, DNS_ROUND_ROBIN
+  std::vector<WorkloadEntry> endpoints;
+  std::optional<Labels> workload_selector;  // workloadSelector.labels
+  std::vector<std::string> export_to;
+  std::vector<std::string> subject_alt_names;
+  bool operator==(const ServiceEntry&) const = default;
+};
+
 // ---- Kubernetes core -----------------------------------------------------------------
 
 struct ServicePort {
@@ -529,8 +563,8 @@ struct Rejection {
   bool operator==(const Rejection&) const = default;
 };
 
-using Spec =
-    std::variant<Gateway, VirtualService, DestinationRule, Service, EndpointSlice, Pod, Secret>;
+using Spec = std::variant<Gateway, VirtualService, DestinationRule, ServiceEntry, Service,
+                          EndpointSlice, Pod, Secret>;
 
 // One decoded object. `messages` holds what decoding and validation found; an object with
 // any error-level message is invalid and is not translated.

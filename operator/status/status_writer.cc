@@ -152,6 +152,7 @@ void StatusWriter::Write(const translate::ResourceStatus& st) {
   }
   std::string plural = kind == "Gateway"          ? "gateways"
                        : kind == "VirtualService" ? "virtualservices"
+                       : kind == "ServiceEntry"   ? "serviceentries"
                                                   : "destinationrules";
   std::string path = "/apis/networking.istio.io/" + options_.istio_version + "/namespaces/" +
                      st.namespace_ + "/" + plural + "/" + st.name + "/status";

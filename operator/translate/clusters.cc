@@ -267,11 +267,13 @@ void Builder::AddEndpoints(const Index::ServiceEntry& entry, uint32_t port,
         ep->set_address(addr);
         ep->set_port(target);
         ep->set_healthy(e.ready);
-        if (pod != nullptr) {
+        if (pod != nullptr && !pod->meta.name.empty()) {  // (a ServiceEntry's: labels only)
           std::string ref;
           ref.reserve(pod->meta.namespace_.size() + 1 + pod->meta.name.size());
           ref.append(pod->meta.namespace_).append("/").append(pod->meta.name);
           ep->set_pod(std::move(ref));
+        }
+        if (pod != nullptr) {
           for (const auto& [k, v] : pod->meta.labels) {
             auto* l = ep->add_labels();
             l->set_name(k);

@@ -4,6 +4,7 @@
 #include <tuple>
 
 #include "common/strings.h"
+#include "operator/api/names.h"
 #include "operator/translate/hosts.h"
 
 namespace skiff::translate {
@@ -119,6 +120,7 @@ Index::Index(std::vector<Object> objects) : owned(std::move(objects)) {
   // One pass over the objects (there are many, and they are large): keep the first of
   // each key, and sort each kind into its place.
   std::vector<const Object*> slices;
+  std::vector<const Object*> pods;
   std::vector<bool> valid_objects(owned.size());
   IstioKeys keys;
   KeySet seen(owned);
@@ -133,6 +135,7 @@ Index::Index(std::vector<Object> objects) : owned(std::move(objects)) {
       case Kind::kGateway:
       case Kind::kVirtualService:
       case Kind::kDestinationRule:
+      case Kind::kServiceEntry:
         keys.Add(o, valid);
         if (o.kind == Kind::kGateway && valid) {
           gateway_by_key[o.meta.namespace_ + "/" + o.meta.name] = &o;
@@ -156,7 +159,10 @@ Index::Index(std::vector<Object> objects) : owned(std::move(objects)) {
         }
         break;
       case Kind::kPod:
-        break;  // found through `seen`
+        if (valid) {
+          pods.push_back(&o);  // (and found through `seen`)
+        }
+        break;
       case Kind::kSecret:
         // Invalid ones too: a Gateway that names one says why it cannot be served.
         secrets[o.meta.namespace_ + "/" + o.meta.name].object = &o;
@@ -186,6 +192,7 @@ Index::Index(std::vector<Object> objects) : owned(std::move(objects)) {
   std::sort(wildcard_drs.begin(), wildcard_drs.end());
 
   CheckReferencedSecrets();
+  AddServiceEntries(pods);
 
   // By FQDN; of two Services with one FQDN the first one counts.
   std::stable_sort(services.begin(), services.end(),
@@ -197,7 +204,9 @@ Index::Index(std::vector<Object> objects) : owned(std::move(objects)) {
   std::vector<ServiceEntry*> entry_of(owned.size(), nullptr);  // by object index
   for (auto& entry : services) {
     service_lookup.emplace(entry.fqdn, &entry);
-    entry_of[static_cast<size_t>(entry.object - owned.data())] = &entry;
+    if (entry.service_entry == nullptr) {
+      entry_of[static_cast<size_t>(entry.object - owned.data())] = &entry;
+    }
   }
   // Each Service's EndpointSlices by name, and the Pod each endpoint targets: resolved
   // once here rather than for every cluster (and proxy group) that uses them.
@@ -217,9 +226,107 @@ Index::Index(std::vector<Object> objects) : owned(std::move(objects)) {
     }
   }
   for (auto& entry : services) {
+    if (entry.service_entry != nullptr) {
+      continue;  // in endpoint order
+    }
     std::sort(entry.slices.begin(), entry.slices.end(), [](const Slice& a, const Slice& b) {
       return a.object->meta.name < b.object->meta.name;
     });
+  }
+}
+
+void Index::AddServiceEntries(const std::vector<const Object*>& pods) {
+  for (const Object* se_obj : service_entries) {
+    const auto& se = se_obj->As<api::ServiceEntry>();
+    const std::string& ns = se_obj->meta.namespace_;
+    api::Service svc;
+    for (const auto& p : se.ports) {
+      api::ServicePort sp;
+      sp.name = p.name;
+      sp.port = p.number;
+      if (p.target_port != 0) {
+        sp.target_port = std::to_string(p.target_port);
+      }
+      sp.protocol = p.protocol == "UDP" ? "UDP" : "";
+      sp.app_protocol = ToLower(p.protocol);  // http, http2, grpc, https, tls, tcp, ...
+      svc.ports.push_back(std::move(sp));
+    }
+    for (const auto& a : se.addresses) {
+      std::string_view ip = a;
+      if (EndsWith(ip, "/32") || EndsWith(ip, "/128")) {
+        ip = ip.substr(0, ip.find('/'));
+      }
+      if (api::IsValidIp(ip)) {
+        svc.cluster_ips.emplace_back(ip);
+      }
+    }
+    if (!svc.cluster_ips.empty()) {
+      svc.cluster_ip = svc.cluster_ips[0];
+    }
+    // The port an endpoint takes for each service port: its own port of that name, else
+    // targetPort, else the port's number.
+    auto slice_ports = [&](const api::WorkloadEntry* e) {
+      std::vector<api::EndpointSlice::Port> out;
+      for (const auto& p : se.ports) {
+        uint32_t port = p.target_port != 0 ? p.target_port : p.number;
+        if (e != nullptr) {
+          if (auto it = e->ports.find(p.name); it != e->ports.end()) {
+            port = it->second;
+          }
+        }
+        out.push_back({p.name, port});
+      }
+      return out;
+    };
+    auto make = [&](Kind kind, std::string name, api::Spec spec) -> const Object* {
+      Object& o = made.emplace_back();
+      o.kind = kind;
+      o.meta.name = std::move(name);
+      o.meta.namespace_ = ns;
+      o.meta.creation_timestamp = se_obj->meta.creation_timestamp;
+      o.spec = std::move(spec);
+      o.origin = se_obj->origin;
+      return &o;
+    };
+    std::vector<Slice> se_slices;
+    auto add_endpoint = [&](const std::string& address, bool ready, const api::WorkloadEntry* e,
+                            const Object* pod) {
+      api::EndpointSlice slice;
+      slice.address_type = address.find(':') == std::string::npos ? "IPv4" : "IPv6";
+      slice.endpoints.push_back({{address}, ready, "", "", ""});
+      slice.ports = slice_ports(e);
+      std::string name = std::to_string(se_slices.size());
+      se_slices.push_back({make(Kind::kEndpointSlice, std::move(name), std::move(slice)), {pod}});
+    };
+    const bool resolved =
+        se.resolution == "STATIC" || se.resolution == "DNS" || se.resolution == "DNS_ROUND_ROBIN";
+    if (resolved && se.workload_selector) {
+      for (const Object* pod : pods) {
+        const auto& p = pod->As<api::Pod>();
+        if (pod->meta.namespace_ == ns && !p.pod_ip.empty() &&
+            LabelsMatch(*se.workload_selector, pod->meta.labels)) {
+          add_endpoint(p.pod_ip, p.ready, nullptr, pod);
+        }
+      }
+    } else if (resolved) {
+      for (const auto& e : se.endpoints) {
+        if (!api::IsValidIp(e.address)) {
+          continue;  // a DNS name or a unix:// socket: not served yet (see its status)
+        }
+        Object& labels = made.emplace_back();  // the endpoint's labels, for subsets
+        labels.kind = Kind::kPod;
+        labels.meta.namespace_ = ns;
+        labels.meta.labels = e.labels;
+        labels.spec = api::Pod{e.address, true};
+        add_endpoint(e.address, true, &e, &labels);
+      }
+    }
+    for (const auto& host : se.hosts) {
+      if (host.find('*') != std::string::npos) {
+        continue;  // a wildcard is no one host to send to (see its status)
+      }
+      services.push_back({host, make(Kind::kService, host, svc), se_slices, se_obj});
+    }
   }
 }
 
@@ -259,6 +366,9 @@ void Index::SortIstio(IstioKeys* istio_keys) {
         break;
       case Kind::kDestinationRule:
         destination_rules.push_back(k.object);
+        break;
+      case Kind::kServiceEntry:
+        service_entries.push_back(k.object);
         break;
       default:
         break;

@@ -3,6 +3,7 @@
 // object of each key, the valid Istio resources in creation order, Services by FQDN with
 // their EndpointSlices and the Pod of each endpoint, DestinationRules by host, delegates.
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <map>
 #include <string>
@@ -25,11 +26,14 @@ class Index {
     const api::Object* object;
     std::vector<const api::Object*> pods;
   };
-  // A Service, with its EndpointSlices by name.
+  // A Service, with its EndpointSlices by name; or one host of a ServiceEntry, as a
+  // Service made from it (ports, addresses) with a slice per endpoint (each with a Pod that
+  // carries the endpoint's labels, or the Pod its workloadSelector selected).
   struct ServiceEntry {
     std::string fqdn;
     const api::Object* object;
     std::vector<Slice> slices;
+    const api::Object* service_entry = nullptr;  // the ServiceEntry this host comes from
   };
 
   [[nodiscard]] const ServiceEntry* ServiceEntryFor(std::string_view fqdn) const {
@@ -96,7 +100,7 @@ class Index {
   // Every Gateway, VirtualService and DestinationRule (valid or not) by kind/ns/name.
   std::vector<const api::Object*> istio;
   // The valid ones, in creation order.
-  std::vector<const api::Object*> gateways, virtual_services, destination_rules;
+  std::vector<const api::Object*> gateways, virtual_services, destination_rules, service_entries;
   std::map<std::string, const api::Object*, std::less<>> gateway_by_key;  // "ns/name"
   std::map<std::string, const api::Object*, std::less<>>
       vs_by_key;                       // every VirtualService, "ns/name"
@@ -106,6 +110,8 @@ class Index {
   std::vector<std::pair<std::string_view, const api::Object*>> wildcard_drs;  // sorted by host
   std::unordered_map<const api::Object*, const api::Object*> shadowed_drs;    // ignored -> first
   StringMap<SecretEntry> secrets;                                             // "ns/name"
+  // The Services, EndpointSlices and Pods made from ServiceEntries (stable addresses).
+  std::deque<api::Object> made;
 
  private:
   struct IstioKeys;
@@ -113,6 +119,9 @@ class Index {
   // VirtualServices and DestinationRules in creation order: (creationTimestamp, namespace,
   // name).
   void SortIstio(IstioKeys* istio_keys);
+  // Adds the hosts of the valid ServiceEntries to `services` (after the Kubernetes
+  // Services, which win a shared host; of two ServiceEntries the older one does).
+  void AddServiceEntries(const std::vector<const api::Object*>& pods);
   // Checks the PEM of the Secrets Gateways and DestinationRules name (secrets.cc).
   void CheckReferencedSecrets();
 };

@@ -96,9 +96,13 @@ void Builder::BuildSidecar() {
       std::string p = std::to_string(port.port);
       auto* vh = vhosts->Add();
       vh->set_name(fqdn + ":" + p);
-      std::vector<std::string> names = {fqdn, name + "." + ns + ".svc", name + "." + ns};
-      if (ns == group_.namespace_) {
-        names.push_back(name);
+      std::vector<std::string> names = {fqdn};
+      if (entry.service_entry == nullptr) {  // a ServiceEntry host is only itself
+        names.push_back(name + "." + ns + ".svc");
+        names.push_back(name + "." + ns);
+        if (ns == group_.namespace_) {
+          names.push_back(name);
+        }
       }
       for (std::string_view ip : ips) {
         // As a Host header names it: an IPv6 address in brackets.

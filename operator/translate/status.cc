@@ -4,6 +4,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/strings.h"
+#include "operator/api/names.h"
 #include "operator/translate/hosts.h"
 
 namespace skiff::translate {
@@ -41,6 +42,57 @@ struct Scratch {
   std::string host;       // a resolved host or gateway key
   std::string last_host;  // the destination host looked up last
 };
+
+// What of a valid ServiceEntry skiff does not serve, one text per part.
+std::vector<std::string> ServiceEntryNotServed(const Index& index, const Object& o) {
+  const auto& se = o.As<api::ServiceEntry>();
+  std::vector<std::string> out;
+  for (size_t i = 0; i < se.hosts.size(); ++i) {
+    const std::string& h = se.hosts[i];
+    std::string at = "spec.hosts[" + std::to_string(i) + "]: ";
+    if (h.find('*') != std::string::npos) {
+      out.push_back(at + "wildcard hosts are not served by skiff yet; \"" + h + "\" is ignored");
+      continue;
+    }
+    const Index::ServiceEntry* entry = index.ServiceEntryFor(h);
+    if (entry != nullptr && entry->service_entry != &o) {
+      out.push_back(at +
+                    (entry->service_entry == nullptr
+                         ? "the Kubernetes Service " + entry->object->meta.namespace_ + "/" +
+                               entry->object->meta.name
+                         : entry->service_entry->Ref() + " (older)") +
+                    " already has host \"" + h + "\"; it is served from there");
+    }
+  }
+  const std::string& res = se.resolution;
+  if (res == "NONE") {
+    out.push_back(
+        "spec.resolution: NONE (to the address the client connected to) is not "
+        "served by skiff yet: the hosts have no endpoints");
+  }
+  const bool dns = res == "DNS" || res == "DNS_ROUND_ROBIN";
+  if (dns && se.endpoints.empty() && !se.workload_selector) {
+    out.push_back("spec.resolution: " + res +
+                  " without endpoints resolves the hosts themselves, and skiff does not "
+                  "resolve DNS names yet: the hosts have no endpoints");
+  }
+  for (size_t i = 0; i < se.endpoints.size(); ++i) {
+    const std::string& a = se.endpoints[i].address;
+    if (a.empty() || api::IsValidIp(a)) {
+      continue;
+    }
+    out.push_back("spec.endpoints[" + std::to_string(i) + "].address: \"" + a + "\": " +
+                  (StartsWith(a, "unix://") ? std::string("unix:// endpoints are")
+                                            : std::string("DNS names are")) +
+                  " not served by skiff yet; this endpoint is not used");
+  }
+  if (!se.export_to.empty() && !(se.export_to.size() == 1 && se.export_to[0] == "*")) {
+    out.push_back(
+        "spec.exportTo: skiff does not narrow a ServiceEntry's visibility yet: its "
+        "hosts are seen from every namespace");
+  }
+  return out;
+}
 
 void CheckVirtualServiceRefs(const Index& index, const Object& vs_obj,
                              std::vector<std::string>* problems, Scratch* scratch) {
@@ -193,6 +245,16 @@ ResourceStatus MakeStatus(const Index& index, const Object& o, Scratch* scratch)
     if (fqdn.find('*') == std::string_view::npos && index.Service(fqdn) == nullptr) {
       problems.push_back("spec.host: host \"" + std::string(fqdn) +
                          "\" does not match any Service");
+    }
+  } else if (o.kind == Kind::kServiceEntry) {
+    std::vector<std::string> unsupported = ServiceEntryNotServed(index, o);
+    for (const auto& text : unsupported) {
+      st.warnings.push_back(text);
+    }
+    if (!unsupported.empty()) {
+      st.conditions[0].reason = "UnsupportedValue";
+      st.conditions[0].message =
+          "the resource is valid, but skiff does not serve all of it: " + Join(unsupported, "; ");
     }
   } else if (o.kind == Kind::kGateway) {
     const auto& gw = o.As<api::Gateway>();

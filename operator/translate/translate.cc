@@ -58,7 +58,8 @@ void Builder::Build() {
 EndpointTranslator::EndpointTranslator(std::vector<api::Object> objects) {
   std::erase_if(objects, [](const api::Object& o) {
     return o.kind != api::Kind::kService && o.kind != api::Kind::kEndpointSlice &&
-           o.kind != api::Kind::kPod && o.kind != api::Kind::kDestinationRule;
+           o.kind != api::Kind::kPod && o.kind != api::Kind::kDestinationRule &&
+           o.kind != api::Kind::kServiceEntry;
   });
   index_ = std::make_unique<Index>(std::move(objects));
 }

@@ -54,7 +54,7 @@ nlohmann::json Review(const nlohmann::json& review) {
   api::Kind k;
   if (!api::IsSupportedKind(api_version, kind, &k) ||
       (k != api::Kind::kGateway && k != api::Kind::kVirtualService &&
-       k != api::Kind::kDestinationRule)) {
+       k != api::Kind::kDestinationRule && k != api::Kind::kServiceEntry)) {
     return Answer(uid, true, "", {});  // not ours to judge
   }
   // The API server names the object in the request; the object may not say it yet

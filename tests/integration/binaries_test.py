@@ -116,12 +116,12 @@ spec:
               "document", r.returncode == 1 and
               '<stdin> document 1: unknown kind "VirtualSevice"' in r.stdout, r.stdout)
         r = subprocess.run([os.path.join(ARGS.bin_dir, BINARIES["skiffctl"]), "validate", "-f", "-"],
-                           input="apiVersion: networking.istio.io/v1\nkind: ServiceEntry\n"
+                           input="apiVersion: networking.istio.io/v1\nkind: Sidecar\n"
                                  "metadata: {name: ext, namespace: shop}\n---\n"
                                  "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: x}\n",
                            capture_output=True, text=True, timeout=30)
-        check("skiffctl validate: a ServiceEntry is a warning, and objects skiff ignores count",
-              r.returncode == 0 and "warning: ServiceEntry shop/ext: not served by skiff yet; "
+        check("skiffctl validate: a Sidecar is a warning, and objects skiff ignores count",
+              r.returncode == 0 and "warning: Sidecar shop/ext: not served by skiff yet; "
               "ignored  (<stdin> document 1)" in r.stdout and "ok: 2 object(s)" in r.stdout,
               r.stdout)
         r = run(BINARIES["skiffctl"], "translate", "--config-dir", coolstore)

@@ -149,12 +149,12 @@ def run(up):
 
         # An Istio kind skiff does not serve: a warning; nothing else changes.
         xt.write(os.path.join(cfg, "egress.yaml"), """apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {name: google, namespace: default}
-spec: {hosts: [www.google.com], resolution: DNS, ports: [{number: 443, name: https, protocol: TLS}]}
+kind: Sidecar
+metadata: {name: default, namespace: default}
+spec: {egress: [{hosts: ["./*"]}]}
 """)
-        check("a ServiceEntry is a warning in the log, not an error",
-              wait(lambda: "ServiceEntry default/google: not served by skiff yet; ignored" in
+        check("a Sidecar (not served yet) is a warning in the log, not an error",
+              wait(lambda: "Sidecar default/default: not served by skiff yet; ignored" in
                    op.logs()), op.logs()[-800:])
 
         # A resource that was never valid is not served, and says so.

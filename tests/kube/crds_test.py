@@ -33,7 +33,7 @@ ROOT = os.path.normpath(os.path.join(HERE, "..", ".."))
 GROUP = "networking.istio.io"
 VERSIONS = ["v1", "v1beta1", "v1alpha3"]
 KINDS = {"Gateway": "gateways", "VirtualService": "virtualservices",
-         "DestinationRule": "destinationrules"}
+         "DestinationRule": "destinationrules", "ServiceEntry": "serviceentries"}
 NS = "bookinfo"
 
 
@@ -244,6 +244,28 @@ def bookinfo_v1():
                                                "warmupDurationSecs": "30s"},
                               "tls": {"mode": "SIMPLE", "sni": "ratings.example.com"}},
         }),
+        # Egress to an external API (as bookinfo's egress-rule-google-apis.yaml) and a VM's
+        # database with every endpoint field.
+        obj("v1", "ServiceEntry", "googleapis", {
+            "hosts": ["www.googleapis.com"],
+            "ports": [{"number": 80, "name": "http", "protocol": "HTTP"},
+                      {"number": 443, "name": "https", "protocol": "HTTPS"}],
+            "location": "MESH_EXTERNAL",
+            "resolution": "DNS",
+        }),
+        obj("v1beta1", "ServiceEntry", "vm-db", {
+            "hosts": ["db.vm.internal"],
+            "addresses": ["240.0.0.5"],
+            "ports": [{"number": 5432, "name": "tcp-pg", "protocol": "TCP", "targetPort": 15432}],
+            "location": "MESH_INTERNAL",
+            "resolution": "STATIC",
+            "endpoints": [{"address": "10.1.0.5", "ports": {"tcp-pg": 5433},
+                           "labels": {"version": "v1"}, "network": "n1",
+                           "locality": "us-east1/us-east1-b", "weight": 10,
+                           "serviceAccount": "db"}],
+            "exportTo": ["."],
+            "subjectAltNames": ["spiffe://cluster.local/ns/bookinfo/sa/db"],
+        }),
     ]
 
 
@@ -290,6 +312,13 @@ def invalid_cases():
          obj("v1", "VirtualService", "bad-unknown", {
              "http": [{"route": route, "retry": {"attempts": 1}}]}),
          ['unknown field "spec.http[0].retry"']),
+        ("service entry without hosts",
+         obj("v1", "ServiceEntry", "bad-se-hosts", {"hosts": []}),
+         ["spec.hosts"]),
+        ("service entry with an unknown resolution",
+         obj("v1", "ServiceEntry", "bad-se-resolution",
+             {"hosts": ["a.example.com"], "resolution": "MAGIC"}),
+         ["spec.resolution", "MAGIC"]),
         ("gateway server missing port",
          obj("v1", "Gateway", "bad-no-port", {
              "selector": {"istio": "ingressgateway"}, "servers": [{"hosts": ["*"]}]}),
@@ -442,6 +471,11 @@ def check_printer_columns(kube):
     expect(rows[0] == ["NAME", "HOST", "AGE"], f"dr columns: {rows[0]}")
     byname = {r[0]: r for r in rows[1:]}
     expect(byname.get("reviews", [None, None])[1] == "reviews", f"dr reviews row: {byname.get('reviews')}")
+    rows = table(kube, "se")
+    expect(rows[0] == ["NAME", "HOSTS", "LOCATION", "RESOLUTION", "AGE"], f"se columns: {rows[0]}")
+    byname = {r[0]: r for r in rows[1:]}
+    expect(byname.get("vm-db", [None] * 4)[1:4] == ['["db.vm.internal"]', "MESH_INTERNAL", "STATIC"],
+           f"se vm-db row: {byname.get('vm-db')}")
     rows = table(kube, "gw")
     expect(rows[0] == ["NAME", "AGE"], f"gw columns: {rows[0]}")
     expect({"bookinfo-gateway", "bookinfo-https"} <= {r[0] for r in rows[1:]}, f"gw rows: {rows}")
@@ -449,7 +483,7 @@ def check_printer_columns(kube):
 
 def check_names_and_categories(kube, objs):
     want = {f"{o['kind'].lower()}.{GROUP}/{o['metadata']['name']}" for o in objs}
-    for what in ("gw,vs,dr", "istio-io", "networking-istio-io"):
+    for what in ("gw,vs,dr,se", "istio-io", "networking-istio-io"):
         got = set(kube.ok("get", what, "-n", NS, "-o", "name").split())
         expect(want <= got, f"kubectl get {what}: missing {sorted(want - got)}")
 
@@ -524,7 +558,7 @@ def check_rbac_and_tokens(kube, env_dir):
 
 
 def object_names(kube):
-    return set(kube.ok("get", "gw,vs,dr", "-n", NS, "-o", "name").split())
+    return set(kube.ok("get", "gw,vs,dr,se", "-n", NS, "-o", "name").split())
 
 
 def check_restart(env, kube, env_dir, expected):
@@ -586,13 +620,15 @@ def main():
         v1alpha3, v1 = bookinfo_v1alpha3(), bookinfo_v1()
         runner.check("bookinfo v1alpha3 Gateway/VirtualService/DestinationRule accepted",
                      lambda: apply_valid(kube, v1alpha3))
-        runner.check("bookinfo v1/v1beta1 objects with every modelled field accepted",
+        runner.check("bookinfo v1/v1beta1 objects (and ServiceEntries) with every modelled "
+                     "field accepted",
                      lambda: apply_valid(kube, v1))
         runner.check("objects read back unchanged at v1, v1beta1 and v1alpha3",
                      lambda: check_round_trip(kube, v1alpha3 + v1))
-        runner.check("printer columns (vs: Gateways, Hosts, Age; dr: Host, Age; gw: Age)",
+        runner.check("printer columns (vs: Gateways, Hosts, Age; dr: Host, Age; se: Hosts, "
+                     "Location, Resolution, Age; gw: Age)",
                      lambda: check_printer_columns(kube))
-        runner.check("short names gw/vs/dr and categories istio-io, networking-istio-io",
+        runner.check("short names gw/vs/dr/se and categories istio-io, networking-istio-io",
                      lambda: check_names_and_categories(kube, v1alpha3 + v1))
         runner.check("status subresource", lambda: check_status_subresource(kube))
         for name, o, needles in invalid_cases():

@@ -222,6 +222,49 @@ def conditions(kube, ns, kind, name):
     return json.loads(r.stdout).get("status", {}).get("conditions", [])
 
 
+def service_entry(kube, ns, gw, up):
+    """The ServiceEntry CRD installed while the operator runs: an entry applied then is
+    read, served (a gateway route to its STATIC endpoint) and gets its status."""
+    kube.kubectl("apply", "-f", os.path.join(ROOT, "crds", "serviceentry.yaml"))
+    kube.wait_crds(["serviceentries.networking.istio.io"])
+    kube.apply(f"""apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: partner-api, namespace: {ns}}}
+spec:
+  hosts: [api.partner.example]
+  location: MESH_EXTERNAL
+  resolution: STATIC
+  ports: [{{number: 80, name: http, protocol: HTTP}}]
+  endpoints: [{{address: 127.0.0.1, ports: {{http: {up["v2"]}}}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: partner, namespace: {ns}}}
+spec:
+  hosts: ["*"]
+  gateways: [gw]
+  http:
+  - match: [{{uri: {{prefix: /partner}}}}]
+    route: [{{destination: {{host: api.partner.example}}}}]
+""")
+    check("the ServiceEntry CRD installed later: an entry applied then is served (a gateway "
+          "route to its STATIC endpoint)",
+          wait_until(lambda: who(gw.port, "/partner/x") == "catalog-v2", 60),
+          who(gw.port, "/partner/x"))
+    cs = wait_until(lambda: conditions(kube, ns, "serviceentry", "partner-api"), 20)
+    check("its status: Accepted=True, ResolvedRefs=True, with observedGeneration",
+          any(c["type"] == "Accepted" and c["status"] == "True" and
+              c.get("observedGeneration") == 1 for c in (cs or [])) and
+          any(c["type"] == "ResolvedRefs" and c["status"] == "True" for c in (cs or [])), cs)
+    out = kube.kubectl("get", "se", "-n", ns).stdout
+    check("kubectl get se shows its hosts, location and resolution",
+          "api.partner.example" in out and "MESH_EXTERNAL" in out and "STATIC" in out, out)
+    kube.kubectl("delete", "serviceentry", "partner-api", "-n", ns)
+    check("deleting the entry removes its endpoints (503)",
+          wait_until(lambda: who(gw.port, "/partner/x") == 503, 20), who(gw.port, "/partner/x"))
+    kube.kubectl("delete", "virtualservice", "partner", "-n", ns)
+
+
 def main():
     global ARGS
     ap = argparse.ArgumentParser()
@@ -248,8 +291,10 @@ def main():
 
 def run(kube):
     up = {"v1": pt.start_upstream("catalog-v1"), "v2": pt.start_upstream("catalog-v2")}
-    r = kube.kubectl("apply", "-k", os.path.join(ROOT, "crds"))
-    kube.wait_crds()
+    # All CRDs but ServiceEntry's: the operator must sync without it (installed later).
+    for crd in ("gateway.yaml", "virtualservice.yaml", "destinationrule.yaml"):
+        kube.kubectl("apply", "-f", os.path.join(ROOT, "crds", crd))
+    kube.wait_crds([c for c in crdwait.CRDS if not c.startswith("serviceentries.")])
     ns = "shop"
     kube.apply(workloads(ns, up["v1"], up["v2"]))
     set_pod_ready(kube, ns, "catalog-v1")
@@ -259,7 +304,7 @@ def run(kube):
     op = KubeOperator(["--kubeconfig", kube.kubeconfig])
     gw = xt.XdsProxy(op.port, "gw-kube", "--role", "gateway", *MAP)
     check("kubectl apply (v1alpha3 Gateway, v1 VirtualService) -> the proxy routes to the "
-          "subset the Pods' labels select",
+          "subset the Pods' labels select (the ServiceEntry CRD not installed yet)",
           wait_until(lambda: who(gw.port, "/shop/items") == "catalog-v1", 30) and
           who(gw.port, "/other", ) == 404, (who(gw.port, "/shop/items"), op.logs()[-2000:]))
     check("header match to subset v2 through EndpointSlice + Pod labels",
@@ -324,6 +369,8 @@ spec:
     check("delete removes the routes", wait_until(lambda: who(gw.port, "/store/a") == 404, 20))
     kube.apply(istio(ns))
     check("re-created", wait_until(lambda: who(gw.port, "/shop/a") == "catalog-v1", 20))
+
+    service_entry(kube, ns, gw, up)
 
     # API server restart: the operator reconnects and follows later changes.
     kube.restart_apiserver()

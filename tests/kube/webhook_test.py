@@ -152,6 +152,23 @@ spec:
     check("a Gateway (v1alpha3) is validated too: HTTPS without TLS settings is refused",
           r.returncode != 0 and "Gateway shop/gw: spec.servers[0].tls: an HTTPS server must have "
           "TLS settings" in r.stderr, r.stderr)
+    se = """apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: partner, namespace: shop}
+spec:
+  hosts: [api.partner.example]
+  ports: [{number: 443, name: https, protocol: TLS}]
+  resolution: STATIC
+  endpoints: [{address: partner.example}]
+"""
+    r = apply_file(kube, se)
+    check("a ServiceEntry is validated too: a DNS name under resolution STATIC is refused",
+          r.returncode != 0 and 'denied the request: ServiceEntry shop/partner: '
+          'spec.endpoints[0].address: "partner.example" is not an IP address' in r.stderr,
+          r.stderr)
+    r = apply_file(kube, se.replace("resolution: STATIC", "resolution: DNS"))
+    check("... and the same entry with resolution DNS is admitted",
+          r.returncode == 0 and "created" in r.stdout, r.stdout + r.stderr)
     kube.kubectl("delete", "vs", "catalog", "-n", "shop")
     check("a delete is not refused", kube.kubectl("get", "vs", "-n", "shop", "-o", "name"
                                                   ).stdout.strip() == "")

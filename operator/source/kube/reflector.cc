@@ -66,6 +66,17 @@ bool Reflector::List(std::string* resource_version) {
         items.clear();
         continue;
       }
+      if (resp.status == 404 && type_.optional && cont.empty()) {
+        if (!absent_) {
+          absent_ = true;
+          spdlog::info(
+              "kube: {} are not served by the API server (is their CRD installed?): "
+              "none are read until they are",
+              type_.plural);
+          handler_.on_list({});
+        }
+        return false;  // listed again after the backoff
+      }
       spdlog::warn("kube: list {}: {}", type_.plural, resp.Describe());
       return false;
     }
@@ -75,6 +86,10 @@ bool Reflector::List(std::string* resource_version) {
     cont = resp.body["metadata"].value("continue", "");
     *resource_version = resp.body["metadata"].value("resourceVersion", "");
   } while (!cont.empty());
+  if (absent_) {
+    absent_ = false;
+    spdlog::info("kube: {} are served now", type_.plural);
+  }
   handler_.on_list(std::move(items));
   return true;
 }
@@ -87,7 +102,9 @@ void Reflector::Run() {
   while (!stop_->stopped()) {
     if (need_list) {
       if (!List(&rv)) {
-        if (!stop_->Sleep(Jitter(backoff))) {
+        // (A kind whose CRD is not installed is asked for again within 10 s.)
+        auto wait = absent_ ? std::min(backoff, std::chrono::milliseconds(10000)) : backoff;
+        if (!stop_->Sleep(Jitter(wait))) {
           return;
         }
         backoff = std::min(backoff * 2, kMaxBackoff);

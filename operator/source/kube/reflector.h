@@ -22,6 +22,9 @@ struct ResourceType {
   std::string kind;         // "VirtualService"
   std::string api_version;  // "networking.istio.io/v1"
   std::string plural;       // "virtualservices"
+  // A kind whose CRD may not be installed: while the API server answers 404, it has no
+  // objects (and the list is retried), instead of holding up the first sync.
+  bool optional = false;
   // The collection's path: every namespace, or one.
   [[nodiscard]] std::string Path(const std::string& namespace_) const;
 };
@@ -72,6 +75,7 @@ class Reflector {
   Handler handler_;
   StopSignal* const stop_;
   ReflectorMetrics* const metrics_;
+  bool absent_ = false;  // an optional kind the API server does not serve (404)
 };
 
 // Jittered: `base` times a random factor in [1, 1.5).

@@ -21,9 +21,10 @@ Source::Source(std::unique_ptr<Client> client, SourceOptions options, source::Si
     : client_(std::move(client)), options_(std::move(options)), sink_(sink), observed_(observed) {
   std::string istio = "networking.istio.io/" + options_.istio_version;
   auto add = [this](const char* kind, api::Kind k, const std::string& api_version,
-                    const char* plural, bool is_istio, const std::string& ns = std::string()) {
+                    const char* plural, bool is_istio, const std::string& ns = std::string(),
+                    bool optional = false) {
     auto r = std::make_unique<Kind>();
-    r->type = {kind, api_version, plural};
+    r->type = {kind, api_version, plural, optional};
     r->kind = k;
     r->istio = is_istio;
     r->namespace_ = ns;
@@ -32,6 +33,8 @@ Source::Source(std::unique_ptr<Client> client, SourceOptions options, source::Si
   add("Gateway", api::Kind::kGateway, istio, "gateways", true);
   add("VirtualService", api::Kind::kVirtualService, istio, "virtualservices", true);
   add("DestinationRule", api::Kind::kDestinationRule, istio, "destinationrules", true);
+  // Optional: clusters that installed skiff's first three CRDs only still sync.
+  add("ServiceEntry", api::Kind::kServiceEntry, istio, "serviceentries", true, "", true);
   add("Service", api::Kind::kService, "v1", "services", false);
   add("EndpointSlice", api::Kind::kEndpointSlice, "discovery.k8s.io/v1", "endpointslices", false);
   add("Pod", api::Kind::kPod, "v1", "pods", false);

@@ -300,9 +300,9 @@ TEST_CASE("invalid UTF-8 in a string is an error with the field path") {
 
 TEST_CASE("Istio kinds skiff does not serve are warnings - unknown kinds and versions errors") {
   auto r = DecodeDocuments(R"(apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {name: google, namespace: shop}
-spec: {hosts: [www.google.com]}
+kind: Sidecar
+metadata: {name: default, namespace: shop}
+spec: {egress: [{hosts: ["./*"]}]}
 ---
 apiVersion: security.istio.io/v1
 kind: AuthorizationPolicy
@@ -331,7 +331,7 @@ metadata: {name: cm}
                            "kinds.yaml");
   REQUIRE(r.warnings.size() == 2);
   CHECK(r.warnings[0].Format() ==
-        "kinds.yaml document 1: ServiceEntry shop/google: not served by skiff yet; ignored");
+        "kinds.yaml document 1: Sidecar shop/default: not served by skiff yet; ignored");
   CHECK(r.warnings[1].Format() ==
         "kinds.yaml document 2: AuthorizationPolicy default/deny: not served by skiff yet; "
         "ignored");

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
-"""Writes crds/{gateway,virtualservice,destinationrule}.yaml.
+"""Writes crds/{gateway,virtualservice,destinationrule,serviceentry}.yaml.
 
-The OpenAPI schemas of networking.istio.io Gateway, VirtualService and DestinationRule,
-written from the field lists of Istio's API (networking/v1alpha3/*.proto). Each CRD serves
+The OpenAPI schemas of networking.istio.io Gateway, VirtualService, DestinationRule and
+ServiceEntry, written from the field lists of Istio's API (networking/v1alpha3/*.proto). Each CRD serves
 v1 (storage), v1beta1 and v1alpha3 with one identical schema, so it is written once here
 and repeated per version. Re-run after editing:  python3 tests/kube/tools/crdgen/gen_crds.py
 (needs PyYAML; the generated files are committed, nothing at build or test time runs this).
@@ -579,6 +579,49 @@ def destination_rule_spec():
     }, required=["host"])
 
 
+def service_entry_spec():
+    port = obj("A port of the service.", {
+        "number": port_number("Port number, 1-65535."),
+        "protocol": string("HTTP, HTTPS, HTTP2, GRPC, GRPC-WEB, TCP, TLS, MONGO, MYSQL, REDIS "
+                           "or UDP; unset: detected."),
+        "name": string("Name of the port (a DNS label), unique in the entry."),
+        "targetPort": uint32("Port the endpoints receive on, when they do not name one."),
+    }, required=["number", "name"])
+    endpoint = obj("One endpoint of the service (a WorkloadEntry).", {
+        "address": string("IP address, DNS name (resolution DNS) or unix:// socket path.",
+                          maxLength=256),
+        "ports": d("This endpoint's port for each service port, by the port's name.",
+                   {"type": "object", "additionalProperties": {"type": "integer", "minimum": 1,
+                                                               "maximum": 65535},
+                    "maxProperties": 128}),
+        "labels": string_map("Labels of the endpoint (subsets select by them).",
+                             maxProperties=256),
+        "network": string("Network the endpoint is in."),
+        "locality": string("Locality of the endpoint (region/zone/subzone)."),
+        "weight": uint32("Load-balancing weight of the endpoint."),
+        "serviceAccount": string("Service account of the workload."),
+    })
+    return obj("Adds hosts to the mesh's service registry: services outside the cluster (APIs, "
+               "databases, VMs) or inside it, with their ports and endpoints, so that "
+               "VirtualServices and DestinationRules can route to them.", {
+        "hosts": strings("Hosts of the service: DNS names, optionally with a leading wildcard.",
+                         minItems=1, maxItems=256),
+        "addresses": strings("Virtual IPs or CIDRs of the service.", maxItems=256),
+        "ports": array("Ports of the service.", port, maxItems=256),
+        "location": enum("Whether the service is part of the mesh.",
+                         ["MESH_EXTERNAL", "MESH_INTERNAL"]),
+        "resolution": enum("How the endpoints are found: NONE (the address the client used), "
+                           "STATIC (the endpoints' IPs), DNS or DNS_ROUND_ROBIN.",
+                           ["NONE", "STATIC", "DNS", "DNS_ROUND_ROBIN"]),
+        "endpoints": array("Endpoints of the service.", endpoint, maxItems=4096),
+        "workloadSelector": obj("Pods (of the entry's namespace) that are the endpoints.", {
+            "labels": string_map("Labels a pod must carry (all of them).", maxProperties=256),
+        }),
+        "exportTo": strings("Namespaces that may see this entry ('.' this one, '*' all)."),
+        "subjectAltNames": strings("Subject alternative names the endpoints' certificates carry."),
+    }, required=["hosts"])
+
+
 # --- CRD assembly ----------------------------------------------------------------------
 AGE = {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp",
        "description": "Time since the object was created."}
@@ -648,10 +691,21 @@ def main():
          "description": "Service the policies apply to"},
         AGE,
     ]
+    se_cols = [
+        {"name": "Hosts", "type": "string", "jsonPath": ".spec.hosts",
+         "description": "The hosts associated with the ServiceEntry"},
+        {"name": "Location", "type": "string", "jsonPath": ".spec.location",
+         "description": "Whether the service is external to the mesh or part of the mesh "
+                        "(MESH_EXTERNAL or MESH_INTERNAL)"},
+        {"name": "Resolution", "type": "string", "jsonPath": ".spec.resolution",
+         "description": "Service resolution mode for the hosts (NONE, STATIC, or DNS)"},
+        AGE,
+    ]
     docs = {
         "gateway.yaml": crd("Gateway", "gateways", "gw", gateway_spec(), [AGE]),
         "virtualservice.yaml": crd("VirtualService", "virtualservices", "vs", virtual_service_spec(), vs_cols),
         "destinationrule.yaml": crd("DestinationRule", "destinationrules", "dr", destination_rule_spec(), dr_cols),
+        "serviceentry.yaml": crd("ServiceEntry", "serviceentries", "se", service_entry_spec(), se_cols),
     }
 
     class Dumper(yaml.SafeDumper):
