@@ -165,8 +165,7 @@ void CheckL4Match(Reader& m, Messages& msgs, uint32_t* port_out,
   *gateways_out = m.StringList("gateways");
   const auto subnets = m.StringList("destinationSubnets");
   for (const auto& subnet : subnets) {
-    auto slash = subnet.find('/');
-    if (!IsValidIp(subnet.substr(0, slash))) {
+    if (!IsValidIpOrCidr(subnet)) {
       msgs.Error(m.Path("destinationSubnets"), "\"" + subnet + "\" is not an IP or CIDR");
     }
   }

@@ -397,3 +397,27 @@ TEST_CASE("messages escape control characters from the input") {
   CHECK(errors[0] == "spec.http[0].rewrite.uri: must not contain CR, LF or NUL");
   CHECK(errors[1] == "spec.http[0].headers.request.set.x\\nb: invalid header name \"x\\nb\"");
 }
+
+TEST_CASE("tcp match destinationSubnets: an IP or a CIDR with a prefix length in range") {
+  auto errors_for = [](const std::string& subnet) {
+    return Errors(One(R"(apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: db, namespace: shop}
+spec:
+  hosts: [db]
+  tcp:
+  - match: [{destinationSubnets: [")" + subnet + R"("]}]
+    route: [{destination: {host: db}}]
+)"));
+  };
+  for (const char* ok : {"10.0.0.0/8", "10.1.2.3", "2001:db8::/32", "0.0.0.0/0"}) {
+    CHECK(errors_for(ok).empty());
+  }
+  for (const char* bad : {"10.0.0.0/33", "10.0.0.0/", "2001:db8::/129", "10.0.0.0/-1",
+                          "10.0.0.0/08", "10.0.0/8", "host/8"}) {
+    auto errors = errors_for(bad);
+    REQUIRE(errors.size() == 1);
+    CHECK(errors[0] == std::string("spec.tcp[0].match[0].destinationSubnets: \"") + bad +
+                           "\" is not an IP or CIDR");
+  }
+}
