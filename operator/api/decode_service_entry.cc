@@ -87,8 +87,8 @@ WorkloadEntry DecodeEndpoint(Reader& r, const std::set<std::string>& port_names)
   e.address = r.String("address");
   if (const auto* ports = r.Get("ports")) {
     if (!ports->is_object()) {
-      msgs.Error(r.Path("ports"), "expected a map of port name to number, got " +
-                                      JsonTypeName(*ports));
+      msgs.Error(r.Path("ports"),
+                 "expected a map of port name to number, got " + JsonTypeName(*ports));
     } else {
       for (const auto& [name, value] : ports->items()) {
         std::string at = r.Path("ports") + "." + name;
@@ -166,8 +166,8 @@ ServiceEntry DecodeServiceEntry(Reader& spec) {
   const bool known_resolution =
       res == "NONE" || res == "STATIC" || res == "DNS" || res == "DNS_ROUND_ROBIN";
   if (!known_resolution) {
-    msgs.Error(spec.Path("resolution"), "unsupported resolution type \"" + res +
-                                            "\" (NONE, STATIC, DNS, DNS_ROUND_ROBIN)");
+    msgs.Error(spec.Path("resolution"),
+               "unsupported resolution type \"" + res + "\" (NONE, STATIC, DNS, DNS_ROUND_ROBIN)");
   }
   const bool dns = res == "DNS" || res == "DNS_ROUND_ROBIN";
 

@@ -406,7 +406,8 @@ metadata: {name: db, namespace: shop}
 spec:
   hosts: [db]
   tcp:
-  - match: [{destinationSubnets: [")" + subnet + R"("]}]
+  - match: [{destinationSubnets: [")" +
+                      subnet + R"("]}]
     route: [{destination: {host: db}}]
 )"));
   };

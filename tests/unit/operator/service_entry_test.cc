@@ -36,9 +36,7 @@ std::vector<std::string> Messages(const Object& o, Message::Level level) {
   return out;
 }
 std::vector<std::string> Errors(const Object& o) { return Messages(o, Message::Level::kError); }
-std::vector<std::string> Warnings(const Object& o) {
-  return Messages(o, Message::Level::kWarning);
-}
+std::vector<std::string> Warnings(const Object& o) { return Messages(o, Message::Level::kWarning); }
 
 bool Has(const std::vector<std::string>& texts, const std::string& part) {
   return std::any_of(texts.begin(), texts.end(),
@@ -375,8 +373,9 @@ spec:
   const auto* dns = StatusOf(t, "dns");
   REQUIRE(dns != nullptr);
   CHECK(dns->Accepted());
-  CHECK(Has(dns->warnings, "spec.endpoints[0].address: \"db1.internal\": DNS names are not "
-                           "served by skiff yet; this endpoint is not used"));
+  CHECK(Has(dns->warnings,
+            "spec.endpoints[0].address: \"db1.internal\": DNS names are not "
+            "served by skiff yet; this endpoint is not used"));
   const auto* none = StatusOf(t, "none");
   REQUIRE(none != nullptr);
   CHECK(Has(none->warnings, "spec.hosts[0]: wildcard hosts are not served"));
