@@ -1,5 +1,6 @@
 // ServiceEntry: hosts, addresses, ports, location, resolution, endpoints and
 // workloadSelector, with Istio's rules (what its webhook refuses is an error here too).
+#include <algorithm>
 #include <set>
 
 #include "common/strings.h"
@@ -66,9 +67,9 @@ void DecodePorts(Reader& spec, ServiceEntry* se) {
     std::string protocol = r.String("protocol");
     port.protocol = Upper(protocol);
     if (!port.protocol.empty() && kPortProtocols.count(port.protocol) == 0) {
-      msgs.Error(r.Path("protocol"),
-                 "unsupported protocol \"" + protocol +
-                     "\" (HTTP, HTTPS, HTTP2, GRPC, GRPC-WEB, TCP, TLS, MONGO, MYSQL, REDIS, UDP)");
+      msgs.Error(r.Path("protocol"), "unsupported protocol \"" + protocol +
+                                         "\" (HTTP, HTTPS, HTTP2, GRPC, GRPC-WEB, HTTP_PROXY, TCP, "
+                                         "TLS, MONGO, MYSQL, REDIS, UDP)");
     }
     if (auto target = r.Int("targetPort"); target && *target != 0) {
       if (*target < 1 || *target > 65535) {
@@ -208,9 +209,6 @@ ServiceEntry DecodeServiceEntry(Reader& spec) {
       msgs.Warn(at, "a workloadSelector without labels selects every workload of the namespace");
     }
   }
-  if (se.workload_selector && spec.Get("endpoints") != nullptr) {
-    msgs.Error(spec.path(), "only one of workloadSelector and endpoints may be set");
-  }
   size_t endpoints = 0;
   ForEachItem(spec, "endpoints", [&](const nlohmann::json& j, const std::string& path) {
     ++endpoints;
@@ -255,6 +253,9 @@ ServiceEntry DecodeServiceEntry(Reader& spec) {
     }
     se.endpoints.push_back(std::move(e));
   });
+  if (se.workload_selector && endpoints > 0) {
+    msgs.Error(spec.Path("endpoints"), "only one of workloadSelector and endpoints may be set");
+  }
   if (res == "NONE" && endpoints > 0) {
     msgs.Error(spec.Path("endpoints"), "no endpoints may be given with resolution NONE");
   }
@@ -304,6 +305,10 @@ ServiceEntry DecodeServiceEntry(Reader& spec) {
   }
   se.export_to = spec.StringList("exportTo");
   CheckExportTo(se.export_to, spec.Path("exportTo"), msgs);
+  if (se.export_to.size() > 1 &&
+      std::find(se.export_to.begin(), se.export_to.end(), "~") != se.export_to.end()) {
+    msgs.Error(spec.Path("exportTo"), "\"~\" (no one) cannot be combined with other entries");
+  }
   se.subject_alt_names = spec.StringList("subjectAltNames");
   return se;
 }

@@ -248,7 +248,9 @@ void Index::AddServiceEntries(const std::vector<const Object*>& pods) {
         sp.target_port = std::to_string(p.target_port);
       }
       sp.protocol = p.protocol == "UDP" ? "UDP" : "";
-      sp.app_protocol = ToLower(p.protocol);  // http, http2, grpc, https, tls, tcp, ...
+      // http, http2, grpc, https, tls, tcp, ...; unset: detected (Istio does not read a
+      // ServiceEntry port's name for its protocol).
+      sp.app_protocol = p.protocol.empty() ? "auto" : ToLower(p.protocol);
       svc.ports.push_back(std::move(sp));
     }
     for (const auto& a : se.addresses) {
@@ -298,9 +300,19 @@ void Index::AddServiceEntries(const std::vector<const Object*>& pods) {
       std::string name = std::to_string(se_slices.size());
       se_slices.push_back({make(Kind::kEndpointSlice, std::move(name), std::move(slice)), {pod}});
     };
-    const bool resolved =
-        se.resolution == "STATIC" || se.resolution == "DNS" || se.resolution == "DNS_ROUND_ROBIN";
-    if (resolved && se.workload_selector) {
+    const bool dns = se.resolution == "DNS" || se.resolution == "DNS_ROUND_ROBIN";
+    const bool resolved = se.resolution == "STATIC" || dns;
+    bool ip_endpoints = se.workload_selector.has_value();
+    for (const auto& e : se.endpoints) {
+      ip_endpoints = ip_endpoints || api::IsValidIp(e.address);
+    }
+    if (!resolved || (dns && !ip_endpoints)) {
+      for (const auto& host : se.hosts) {
+        unserved_entry_hosts.insert(host);
+      }
+      continue;
+    }
+    if (se.workload_selector) {
       for (const Object* pod : pods) {
         const auto& p = pod->As<api::Pod>();
         if (pod->meta.namespace_ == ns && !p.pod_ip.empty() &&
@@ -308,7 +320,7 @@ void Index::AddServiceEntries(const std::vector<const Object*>& pods) {
           add_endpoint(p.pod_ip, p.ready, nullptr, pod);
         }
       }
-    } else if (resolved) {
+    } else {
       for (const auto& e : se.endpoints) {
         if (!api::IsValidIp(e.address)) {
           continue;  // a DNS name or a unix:// socket: not served yet (see its status)

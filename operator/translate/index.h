@@ -6,6 +6,7 @@
 #include <deque>
 #include <functional>
 #include <map>
+#include <set>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -112,6 +113,14 @@ class Index {
   StringMap<SecretEntry> secrets;                                             // "ns/name"
   // The Services, EndpointSlices and Pods made from ServiceEntries (stable addresses).
   std::deque<api::Object> made;
+  // Hosts of valid ServiceEntries that have no endpoints skiff can serve (resolution NONE,
+  // or DNS names only): not made into services, so that a captured sidecar's connections
+  // to them still pass through to where the client connected; known to the status checks.
+  std::set<std::string, std::less<>> unserved_entry_hosts;
+  [[nodiscard]] bool KnownHost(std::string_view fqdn) const {
+    return service_lookup.find(fqdn) != service_lookup.end() ||
+           unserved_entry_hosts.find(fqdn) != unserved_entry_hosts.end();
+  }
 
  private:
   struct IstioKeys;

@@ -131,6 +131,11 @@ void Builder::BuildSidecar() {
       if (protocol == PortProtocol::kNotTcp) {
         continue;
       }
+      if (entry.service_entry != nullptr && protocol != PortProtocol::kHttp &&
+          protocol != PortProtocol::kHttp2 &&
+          entry.service_entry->As<api::ServiceEntry>().hosts.size() > 1) {
+        continue;  // one address, several hosts: only HTTP tells them apart (see its status)
+      }
       for (std::string_view ip : ips) {
         auto* cs = l->add_services();
         cs->set_address(ip.data(), ip.size());

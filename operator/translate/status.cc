@@ -65,16 +65,20 @@ std::vector<std::string> ServiceEntryNotServed(const Index& index, const Object&
     }
   }
   const std::string& res = se.resolution;
-  if (res == "NONE") {
-    out.push_back(
-        "spec.resolution: NONE (to the address the client connected to) is not "
-        "served by skiff yet: the hosts have no endpoints");
-  }
   const bool dns = res == "DNS" || res == "DNS_ROUND_ROBIN";
-  if (dns && se.endpoints.empty() && !se.workload_selector) {
+  bool ip_endpoints = se.workload_selector.has_value();
+  for (const auto& e : se.endpoints) {
+    ip_endpoints = ip_endpoints || api::IsValidIp(e.address);
+  }
+  const std::string passthrough =
+      ": routes to its hosts have no endpoints, and a captured sidecar's connections to them "
+      "pass through to the address the client connected to (as without the entry)";
+  if (res == "NONE") {
+    out.push_back("spec.resolution: NONE is not served by skiff yet" + passthrough);
+  } else if (dns && !ip_endpoints) {
     out.push_back("spec.resolution: " + res +
-                  " without endpoints resolves the hosts themselves, and skiff does not "
-                  "resolve DNS names yet: the hosts have no endpoints");
+                  " with no IP endpoints needs DNS resolution, which skiff does not do yet" +
+                  passthrough);
   }
   for (size_t i = 0; i < se.endpoints.size(); ++i) {
     const std::string& a = se.endpoints[i].address;
@@ -85,6 +89,18 @@ std::vector<std::string> ServiceEntryNotServed(const Index& index, const Object&
                   (StartsWith(a, "unix://") ? std::string("unix:// endpoints are")
                                             : std::string("DNS names are")) +
                   " not served by skiff yet; this endpoint is not used");
+  }
+  if (!se.addresses.empty() && se.hosts.size() > 1) {
+    for (const auto& p : se.ports) {
+      if (p.protocol != "HTTP" && p.protocol != "HTTP2" && p.protocol != "GRPC" &&
+          p.protocol != "HTTP_PROXY") {
+        out.push_back("spec.addresses: with several hosts, connections to port " +
+                      std::to_string(p.number) +
+                      " (not HTTP) of these addresses cannot be told apart by host: a "
+                      "captured sidecar passes them through");
+        break;
+      }
+    }
   }
   if (!se.export_to.empty() && !(se.export_to.size() == 1 && se.export_to[0] == "*")) {
     out.push_back(
@@ -154,11 +170,12 @@ void CheckVirtualServiceRefs(const Index& index, const Object& vs_obj,
         port_ambiguous = ports.size() > 1 && !mesh;
       }
     }
-    if (svc != nullptr && !subset_missing && !port_missing && !port_ambiguous) {
+    if ((svc != nullptr || index.KnownHost(fqdn_view)) && !subset_missing && !port_missing &&
+        !port_ambiguous) {
       return;  // the common case: no problem, no strings
     }
     std::string fqdn(fqdn_view);
-    if (svc == nullptr) {
+    if (svc == nullptr && !index.KnownHost(fqdn)) {
       problems->push_back(path() + ".host: host \"" + d.host + "\" (" + fqdn +
                           ") does not match any Service");
     }
@@ -242,7 +259,7 @@ ResourceStatus MakeStatus(const Index& index, const Object& o, Scratch* scratch)
         ResolveHostView(o.As<api::DestinationRule>().host, o.meta.namespace_, &scratch->host);
     // As a VirtualService destination's: a host that names no Service is an unresolved
     // reference (the rule is still applied should the Service appear).
-    if (fqdn.find('*') == std::string_view::npos && index.Service(fqdn) == nullptr) {
+    if (fqdn.find('*') == std::string_view::npos && !index.KnownHost(fqdn)) {
       problems.push_back("spec.host: host \"" + std::string(fqdn) +
                          "\" does not match any Service");
     }

@@ -66,13 +66,14 @@ bool Reflector::List(std::string* resource_version) {
         items.clear();
         continue;
       }
-      if (resp.status == 404 && type_.optional && cont.empty()) {
+      if ((resp.status == 404 || resp.status == 403) && type_.optional && cont.empty()) {
         if (!absent_) {
           absent_ = true;
-          spdlog::info(
-              "kube: {} are not served by the API server (is their CRD installed?): "
-              "none are read until they are",
-              type_.plural);
+          spdlog::warn("kube: list {}: {}: {}; none are read until they can be", type_.plural,
+                       resp.Describe(),
+                       resp.status == 404
+                           ? "the API server does not serve them (is their CRD installed?)"
+                           : "forbidden (does the operator's ClusterRole grant them?)");
           handler_.on_list({});
         }
         return false;  // listed again after the backoff
@@ -103,8 +104,11 @@ void Reflector::Run() {
     if (need_list) {
       if (!List(&rv)) {
         // (A kind whose CRD is not installed is asked for again within 10 s.)
-        auto wait = absent_ ? std::min(backoff, std::chrono::milliseconds(10000)) : backoff;
-        if (!stop_->Sleep(Jitter(wait))) {
+        auto wait = Jitter(backoff);
+        if (absent_) {
+          wait = std::min(wait, std::chrono::milliseconds(10000));
+        }
+        if (!stop_->Sleep(wait)) {
           return;
         }
         backoff = std::min(backoff * 2, kMaxBackoff);

@@ -192,8 +192,8 @@ TEST_CASE("service entry: what each resolution allows of endpoints") {
             .empty());
   CHECK(Errors(One(base + "  resolution: STATIC\n")).empty());  // no endpoints (yet)
   CHECK(Has(Errors(One(base + "  resolution: STATIC\n  workloadSelector: {labels: {app: vm}}\n"
-                              "  endpoints: []\n")),
-            "only one of workloadSelector and endpoints may be set"));
+                              "  endpoints: [{address: 1.1.1.1}]\n")),
+            "spec.endpoints: only one of workloadSelector and endpoints may be set"));
   auto dns = Errors(One(base + "  resolution: DNS\n  endpoints: [{address: 'bad name'}, "
                                "{address: 'unix:///a.sock'}]\n"));
   CHECK(Has(dns, "spec.endpoints[0].address: \"bad name\" is not an IP address or a valid DNS"));
@@ -222,6 +222,9 @@ TEST_CASE("service entry: several hosts need HTTP or TLS ports unless resolution
   CHECK(Errors(One("  hosts: [a.com, b.com]\n  ports: [{number: 5432, name: pg, protocol: TCP}]\n"))
             .empty());
   CHECK(Has(Errors(One("  hosts: [a.com]\n  exportTo: ['*', '.']\n")), "spec.exportTo"));
+  CHECK(Has(Errors(One("  hosts: [a.com]\n  exportTo: ['~', shop]\n")),
+            "spec.exportTo: \"~\" (no one) cannot be combined"));
+  CHECK(Errors(One("  hosts: [a.com]\n  exportTo: ['~']\n")).empty());
 }
 
 TEST_CASE("service entry: a gateway routes to STATIC endpoints, by port name and subset") {
@@ -433,4 +436,99 @@ spec:
     }
   }
   CHECK(redis_vip);
+}
+
+TEST_CASE("service entry: hosts without servable endpoints pass through; shared VIPs too") {
+  skiff::translate::Translator t(Decode(R"(apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: passthrough, namespace: shop}
+spec:
+  hosts: [api.outside.example]
+  addresses: [203.0.113.7]
+  ports: [{number: 443, name: tls, protocol: TLS}, {number: 80, name: web, protocol: HTTP}]
+  resolution: NONE
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: dns-only, namespace: shop}
+spec:
+  hosts: [db.outside.example]
+  addresses: [203.0.113.8]
+  ports: [{number: 5432, name: pg, protocol: TCP}]
+  resolution: DNS
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: shared, namespace: shop}
+spec:
+  hosts: [a.partner.example, b.partner.example]
+  addresses: [240.0.0.20]
+  ports: [{number: 443, name: tls, protocol: TLS}, {number: 80, name: http, protocol: HTTP}]
+  resolution: STATIC
+  endpoints: [{address: 10.0.0.9}]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: detected, namespace: shop}
+spec:
+  hosts: [raw.partner.example]
+  addresses: [240.0.0.21]
+  ports: [{number: 9000, name: tcp}]
+  resolution: STATIC
+  endpoints: [{address: 10.0.0.10}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: outside, namespace: shop}
+spec:
+  hosts: [api.outside.example]
+  http:
+  - route: [{destination: {host: api.outside.example, port: {number: 80}}}]
+)"));
+  skiff::translate::ProxyGroup group;
+  group.role = "sidecar";
+  group.namespace_ = "shop";
+  group.capture = true;
+  auto snap = t.Build(group);
+  std::vector<std::string> captured;
+  for (const auto& l : snap.listeners()) {
+    for (const auto& s : l.services()) {
+      captured.push_back(s.address() + ":" + std::to_string(s.port()) + " " +
+                         std::to_string(static_cast<int>(s.protocol())));
+    }
+  }
+  auto has = [&](const std::string& prefix) {
+    return std::any_of(captured.begin(), captured.end(),
+                       [&](const std::string& c) { return c.rfind(prefix, 0) == 0; });
+  };
+  // NONE and DNS-names-only: not captured, so the connections pass through as before.
+  CHECK_FALSE(has("203.0.113.7:"));
+  CHECK_FALSE(has("203.0.113.8:"));
+  // Two hosts on one VIP: HTTP is told apart by Host, TLS is not captured.
+  CHECK(has("240.0.0.20:80 "));
+  CHECK_FALSE(has("240.0.0.20:443"));
+  // A port without a protocol is detected, not read from its name ("tcp").
+  CHECK(
+      has("240.0.0.21:9000 " + std::to_string(static_cast<int>(skiff::v1::PROTOCOL_UNSPECIFIED))));
+  const auto* none = StatusOf(t, "passthrough");
+  REQUIRE(none != nullptr);
+  CHECK(Has(none->warnings,
+            "spec.resolution: NONE is not served by skiff yet: routes to its "
+            "hosts have no endpoints, and a captured sidecar's connections"));
+  const auto* dns = StatusOf(t, "dns-only");
+  REQUIRE(dns != nullptr);
+  CHECK(Has(dns->warnings, "spec.resolution: DNS with no IP endpoints needs DNS resolution"));
+  const auto* shared = StatusOf(t, "shared");
+  REQUIRE(shared != nullptr);
+  CHECK(Has(shared->warnings, "spec.addresses: with several hosts, connections to port 443"));
+  // A VirtualService to a NONE host refers to a known host: no "does not match any Service".
+  for (const auto& s : t.Statuses()) {
+    if (s.kind == skiff::api::Kind::kVirtualService) {
+      for (const auto& c : s.conditions) {
+        if (c.type == "ResolvedRefs") {
+          CHECK(c.status == "True");
+        }
+      }
+    }
+  }
 }
