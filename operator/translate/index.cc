@@ -301,12 +301,8 @@ void Index::AddServiceEntries(const std::vector<const Object*>& pods) {
       se_slices.push_back({make(Kind::kEndpointSlice, std::move(name), std::move(slice)), {pod}});
     };
     const bool dns = se.resolution == "DNS" || se.resolution == "DNS_ROUND_ROBIN";
-    const bool resolved = se.resolution == "STATIC" || dns;
-    bool ip_endpoints = se.workload_selector.has_value();
-    for (const auto& e : se.endpoints) {
-      ip_endpoints = ip_endpoints || api::IsValidIp(e.address);
-    }
-    if (!resolved || (dns && !ip_endpoints)) {
+    if (!dns && se.resolution != "STATIC") {
+      // NONE: no endpoints to send to; the hosts stay known (see unserved_entry_hosts).
       for (const auto& host : se.hosts) {
         unserved_entry_hosts.insert(host);
       }
@@ -322,8 +318,9 @@ void Index::AddServiceEntries(const std::vector<const Object*>& pods) {
       }
     } else {
       for (const auto& e : se.endpoints) {
-        if (!api::IsValidIp(e.address)) {
-          continue;  // a DNS name or a unix:// socket: not served yet (see its status)
+        // IPs; under DNS also names, which the proxy resolves. Not unix:// (see its status).
+        if (!api::IsValidIp(e.address) && (!dns || StartsWith(e.address, "unix://"))) {
+          continue;
         }
         Object& labels = made.emplace_back();  // the endpoint's labels, for subsets
         labels.kind = Kind::kPod;
@@ -333,11 +330,20 @@ void Index::AddServiceEntries(const std::vector<const Object*>& pods) {
         add_endpoint(e.address, true, &e, &labels);
       }
     }
+    // DNS without endpoints: each host is resolved itself, on each port's targetPort (or
+    // number).
+    const bool host_is_endpoint = dns && se.endpoints.empty() && !se.workload_selector;
+    const std::vector<Slice> shared = se_slices;
     for (const auto& host : se.hosts) {
       if (host.find('*') != std::string::npos) {
         continue;  // a wildcard is no one host to send to (see its status)
       }
-      services.push_back({host, make(Kind::kService, host, svc), se_slices, se_obj});
+      if (host_is_endpoint) {
+        se_slices.clear();
+        add_endpoint(host, true, nullptr, nullptr);
+      }
+      services.push_back(
+          {host, make(Kind::kService, host, svc), host_is_endpoint ? se_slices : shared, se_obj});
     }
   }
 }

@@ -65,30 +65,19 @@ std::vector<std::string> ServiceEntryNotServed(const Index& index, const Object&
     }
   }
   const std::string& res = se.resolution;
-  const bool dns = res == "DNS" || res == "DNS_ROUND_ROBIN";
-  bool ip_endpoints = se.workload_selector.has_value();
-  for (const auto& e : se.endpoints) {
-    ip_endpoints = ip_endpoints || api::IsValidIp(e.address);
-  }
-  const std::string passthrough =
-      ": routes to its hosts have no endpoints, and a captured sidecar's connections to them "
-      "pass through to the address the client connected to (as without the entry)";
   if (res == "NONE") {
-    out.push_back("spec.resolution: NONE is not served by skiff yet" + passthrough);
-  } else if (dns && !ip_endpoints) {
-    out.push_back("spec.resolution: " + res +
-                  " with no IP endpoints needs DNS resolution, which skiff does not do yet" +
-                  passthrough);
+    out.push_back(
+        "spec.resolution: NONE is not served by skiff yet: routes to its hosts have no "
+        "endpoints, and a captured sidecar's connections to them pass through to the address "
+        "the client connected to (as without the entry)");
   }
   for (size_t i = 0; i < se.endpoints.size(); ++i) {
     const std::string& a = se.endpoints[i].address;
-    if (a.empty() || api::IsValidIp(a)) {
-      continue;
+    if (StartsWith(a, "unix://")) {
+      out.push_back("spec.endpoints[" + std::to_string(i) + "].address: \"" + a +
+                    "\": unix:// endpoints are not served by skiff yet; this endpoint is not "
+                    "used");
     }
-    out.push_back("spec.endpoints[" + std::to_string(i) + "].address: \"" + a + "\": " +
-                  (StartsWith(a, "unix://") ? std::string("unix:// endpoints are")
-                                            : std::string("DNS names are")) +
-                  " not served by skiff yet; this endpoint is not used");
   }
   if (!se.addresses.empty() && se.hosts.size() > 1) {
     for (const auto& p : se.ports) {

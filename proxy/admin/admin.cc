@@ -1,5 +1,6 @@
 #include "proxy/admin/admin.h"
 
+#include <arpa/inet.h>
 #include <google/protobuf/util/json_util.h>
 #include <spdlog/spdlog.h>
 
@@ -93,27 +94,48 @@ HttpResponse Clusters(const Config* config, bool json) {
                 "\n  {\"name\": " + JsonString(cla.cluster_name()) + ", \"endpoints\": [";
         first_cluster = false;
       }
+      // A DNS name is shown as each address it resolved to (as itself until it has).
+      auto addresses = [&](const v1::Endpoint& e) {
+        std::vector<std::string> out;
+        unsigned char buf[16];
+        bool ip = ::inet_pton(AF_INET, e.address().c_str(), buf) == 1 ||
+                  ::inet_pton(AF_INET6, e.address().c_str(), buf) == 1;
+        if (!ip && cluster != nullptr) {
+          for (const auto& ce : cluster->endpoints) {
+            if (ce.proto == &e) {
+              out.push_back(ce.address);
+            }
+          }
+        }
+        if (out.empty()) {
+          out.push_back(e.address());
+        }
+        return out;
+      };
       bool first = true;
       for (const auto& e : cla.endpoints()) {
         bool out = ejected(e);
-        if (json) {
-          body += std::string(first ? "" : ", ") + "{\"address\": " + JsonString(e.address()) +
-                  ", \"port\": " + std::to_string(e.port()) +
-                  ", \"healthy\": " + (e.healthy() ? "true" : "false") +
-                  ", \"outlier_ejected\": " + (out ? "true" : "false") +
-                  ", \"pod\": " + JsonString(e.pod()) + "}";
-          first = false;
-          continue;
+        for (const std::string& address : addresses(e)) {
+          if (json) {
+            body += std::string(first ? "" : ", ") + "{\"address\": " + JsonString(address) +
+                    (address != e.address() ? ", \"hostname\": " + JsonString(e.address()) : "") +
+                    ", \"port\": " + std::to_string(e.port()) +
+                    ", \"healthy\": " + (e.healthy() ? "true" : "false") +
+                    ", \"outlier_ejected\": " + (out ? "true" : "false") +
+                    ", \"pod\": " + JsonString(e.pod()) + "}";
+            first = false;
+            continue;
+          }
+          std::string flags;
+          if (!e.healthy()) {
+            flags += "/failed_eds_health";
+          }
+          if (out) {
+            flags += "/failed_outlier_check";
+          }
+          body += cla.cluster_name() + "::" + address + ":" + std::to_string(e.port()) +
+                  "::health_flags::" + (flags.empty() ? "healthy" : flags) + "\n";
         }
-        std::string flags;
-        if (!e.healthy()) {
-          flags += "/failed_eds_health";
-        }
-        if (out) {
-          flags += "/failed_outlier_check";
-        }
-        body += cla.cluster_name() + "::" + e.address() + ":" + std::to_string(e.port()) +
-                "::health_flags::" + (flags.empty() ? "healthy" : flags) + "\n";
       }
       if (json) {
         body += "]}";

@@ -3,10 +3,12 @@
 #include <arpa/inet.h>
 
 #include <algorithm>
+#include <cctype>
 #include <fstream>
 #include <set>
 #include <sstream>
 
+#include "proxy/config/dns.h"
 #include "proxy/telemetry/metrics.h"
 
 namespace skiff::proxy {
@@ -24,6 +26,33 @@ std::string& ListenerAddress() {
 bool ValidAddress(const std::string& a) {
   unsigned char buf[16];
   return ::inet_pton(AF_INET, a.c_str(), buf) == 1 || ::inet_pton(AF_INET6, a.c_str(), buf) == 1;
+}
+// A host name to resolve: dot-separated labels of letters, digits and '-' (not at either
+// end), at most 63 each and 253 in all, an optional final dot; the last label not numeric.
+bool ValidDnsName(std::string_view name) {
+  if (!name.empty() && name.back() == '.') {
+    name.remove_suffix(1);
+  }
+  if (name.empty() || name.size() > 253) {
+    return false;
+  }
+  std::string_view last;
+  while (!name.empty()) {
+    size_t dot = name.find('.');
+    std::string_view label = name.substr(0, dot);
+    if (label.empty() || label.size() > 63 || label.front() == '-' || label.back() == '-') {
+      return false;
+    }
+    for (char c : label) {
+      if (!std::isalnum(static_cast<unsigned char>(c)) && c != '-') {
+        return false;
+      }
+    }
+    last = label;
+    name = dot == std::string_view::npos ? std::string_view() : name.substr(dot + 1);
+  }
+  return !std::all_of(last.begin(), last.end(),
+                      [](char c) { return std::isdigit(static_cast<unsigned char>(c)); });
 }
 // A TcpRoute or SniRoute message's destinations; false (with *error) when one names a
 // cluster that does not exist and references are strict.
@@ -385,6 +414,7 @@ std::shared_ptr<const Config> Config::Build(v1::Snapshot snapshot,
       return nullptr;
     }
   }
+  std::set<std::string> dns_names;  // endpoint addresses that are DNS names
   for (int i = 0; i < snap.endpoints_size(); ++i) {
     const auto& cla = snap.endpoints(i);
     auto it = cfg->clusters_.find(cla.cluster_name());
@@ -398,9 +428,10 @@ std::shared_ptr<const Config> Config::Build(v1::Snapshot snapshot,
     }
     for (int j = 0; j < cla.endpoints_size(); ++j) {
       const auto& ep = cla.endpoints(j);
-      if (!ValidAddress(ep.address())) {
+      const bool dns_name = !ValidAddress(ep.address());
+      if (dns_name && !ValidDnsName(ep.address())) {
         *error = path + ".endpoints[" + std::to_string(j) + "].address: \"" + ep.address() +
-                 "\" is not an IP address";
+                 "\" is not an IP address or a DNS name";
         return nullptr;
       }
       if (ep.port() == 0 || ep.port() > 65535) {
@@ -410,29 +441,42 @@ std::shared_ptr<const Config> Config::Build(v1::Snapshot snapshot,
       if (!ep.healthy()) {
         continue;
       }
-      upstream::Endpoint e;
-      e.address = ep.address();
-      if (auto m = AddressMap().find(e.address); m != AddressMap().end()) {
-        e.address = m->second;
+      // A DNS name: an endpoint per address it resolves to (none until it has resolved).
+      std::vector<std::string> addresses;
+      if (dns_name) {
+        dns_names.insert(ep.address());
+        if (auto ips = DnsCache::Default().Lookup(ep.address())) {
+          addresses = std::move(*ips);
+        }
+      } else {
+        addresses.push_back(ep.address());
       }
-      e.port = static_cast<uint16_t>(ep.port());
-      e.key = e.address + ":" + std::to_string(ep.port());
-      e.source_address = it->second->source_address;
-      if (!e.source_address.empty()) {
-        e.key += "@" + e.source_address;
+      for (auto& address : addresses) {
+        upstream::Endpoint e;
+        e.address = std::move(address);
+        if (auto m = AddressMap().find(e.address); m != AddressMap().end()) {
+          e.address = m->second;
+        }
+        e.port = static_cast<uint16_t>(ep.port());
+        e.key = e.address + ":" + std::to_string(ep.port());
+        e.source_address = it->second->source_address;
+        if (!e.source_address.empty()) {
+          e.key += "@" + e.source_address;
+        }
+        if (it->second->tls != nullptr) {
+          // A TLS connection is verified (and authenticated) as its cluster says: it is not
+          // shared with a plain connection, nor with another cluster's, to the same address.
+          e.key += "|tls:" + it->second->name;
+        }
+        e.proto = &ep;
+        e.health =
+            upstream::ClusterStateRegistry::Default().GetEndpoint(it->second->state.get(), e.key);
+        e.telemetry_labels = telemetry::DestinationLabels(it->second->proto, &ep);
+        it->second->endpoints.push_back(std::move(e));
       }
-      if (it->second->tls != nullptr) {
-        // A TLS connection is verified (and authenticated) as its cluster says: it is not
-        // shared with a plain connection, nor with another cluster's, to the same address.
-        e.key += "|tls:" + it->second->name;
-      }
-      e.proto = &ep;
-      e.health =
-          upstream::ClusterStateRegistry::Default().GetEndpoint(it->second->state.get(), e.key);
-      e.telemetry_labels = telemetry::DestinationLabels(it->second->proto, &ep);
-      it->second->endpoints.push_back(std::move(e));
     }
   }
+  cfg->dns_names_ = std::move(dns_names);
   for (auto& [name, cluster] : cfg->clusters_) {
     if (cluster->policy == v1::LoadBalancer::CONSISTENT_HASH) {
       cluster->BuildRing();

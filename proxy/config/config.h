@@ -6,6 +6,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -112,6 +113,8 @@ class Config {
   clusters() const {
     return clusters_;
   }
+  // The endpoint addresses that are DNS names (resolved through DnsCache::Default()).
+  [[nodiscard]] const std::set<std::string>& dns_names() const { return dns_names_; }
 
  private:
   v1::Snapshot snapshot_;
@@ -119,6 +122,7 @@ class Config {
   std::vector<ListenerConfig> listeners_;
   std::vector<std::unique_ptr<router::RouteTable>> tables_;
   std::unordered_map<std::string, std::unique_ptr<upstream::Cluster>> clusters_;
+  std::set<std::string> dns_names_;
 };
 
 // An address to bind every listener on instead of the one its configuration names (the

@@ -7,6 +7,7 @@
 #include <random>
 
 #include "proxy/config/config.h"
+#include "proxy/config/dns.h"
 
 namespace skiff::proxy {
 
@@ -23,11 +24,14 @@ XdsClient::XdsClient(XdsClientOptions options, ConfigStore* store, std::function
 XdsClient::~XdsClient() { Stop(); }
 
 void XdsClient::Start() {
+  // (The proxy has one xDS client: it owns the process's DNS cache's change callback.)
+  DnsCache::Default().OnChange([this] { ReapplyForDns(); });
   thread_ = std::thread([this] { Run(); });
 }
 
 void XdsClient::Stop() {
   stop_ = true;
+  DnsCache::Default().OnChange(nullptr);  // (waits for a rebuild in progress)
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (context_ != nullptr) {
@@ -77,6 +81,22 @@ std::string CheckSize(const std::string& type_url, size_t size, int64_t limit) {
 }  // namespace
 
 bool XdsClient::TryApply(const TypedResources& candidate, std::string* error) {
+  std::lock_guard<std::mutex> lock(apply_mu_);
+  return ApplyLocked(candidate, /*adopt=*/true, error);
+}
+
+void XdsClient::ReapplyForDns() {
+  std::lock_guard<std::mutex> lock(apply_mu_);
+  if (config_version_ == 0) {
+    return;  // nothing accepted yet
+  }
+  std::string error;
+  if (!ApplyLocked(accepted_, /*adopt=*/false, &error)) {
+    spdlog::warn("xDS: rebuilding the configuration for new DNS answers: {}", error);
+  }
+}
+
+bool XdsClient::ApplyLocked(const TypedResources& candidate, bool adopt, std::string* error) {
   v1::Snapshot snapshot;
   if (!AssembleSnapshot(candidate, &snapshot, error)) {
     return false;
@@ -87,7 +107,15 @@ bool XdsClient::TryApply(const TypedResources& candidate, std::string* error) {
     return false;
   }
   ++config_version_;
-  accepted_ = candidate;
+  if (adopt) {
+    accepted_ = candidate;
+  }
+  // The DNS names its endpoints use are resolved (again, every 5 s) in the background; a
+  // change rebuilds this configuration with their new addresses.
+  if (!config->dns_names().empty() || dns_used_) {
+    dns_used_ = true;
+    DnsCache::Default().Want(config->dns_names());
+  }
   store_->Publish(std::move(config));
   if (on_publish_) {
     on_publish_();

@@ -58,6 +58,9 @@ class XdsClient {
   bool SessionDelta(v1::AggregatedDiscoveryService::Stub* stub);
   // Builds a Config from `candidate`; on success publishes it and adopts the candidate.
   bool TryApply(const xds::TypedResources& candidate, std::string* error);
+  // Rebuilds the accepted configuration (DNS answers changed); on the resolver's thread.
+  void ReapplyForDns();
+  bool ApplyLocked(const xds::TypedResources& candidate, bool adopt, std::string* error);
 
   XdsClientOptions options_;
   ConfigStore* store_;
@@ -74,6 +77,8 @@ class XdsClient {
   std::string last_error_;
   uint64_t config_version_ = 0;
   grpc::ClientContext* context_ = nullptr;
+  std::mutex apply_mu_;    // one Config build and publish at a time (xDS or DNS thread)
+  bool dns_used_ = false;  // guarded by apply_mu_
 };
 
 }  // namespace skiff::proxy

@@ -1,8 +1,8 @@
 // ServiceEntry: Istio's validation rules (errors and warnings, with field paths), and the
 // translation of a valid one into clusters and endpoints for gateways and sidecars: STATIC
-// endpoints with their ports and labels (subsets), workloadSelector Pods, addresses as
-// captured VIPs, a Kubernetes Service winning a shared host, and statuses that name what is
-// not served (DNS names, NONE, wildcards).
+// endpoints with their ports and labels (subsets), DNS names (and DNS hosts) as endpoints for
+// the proxy to resolve, workloadSelector Pods, addresses as captured VIPs, a Kubernetes
+// Service winning a shared host, and statuses that name what is not served (NONE, wildcards).
 #include <algorithm>
 #include <catch2/catch.hpp>
 #include <string>
@@ -376,9 +376,7 @@ spec:
   const auto* dns = StatusOf(t, "dns");
   REQUIRE(dns != nullptr);
   CHECK(dns->Accepted());
-  CHECK(Has(dns->warnings,
-            "spec.endpoints[0].address: \"db1.internal\": DNS names are not "
-            "served by skiff yet; this endpoint is not used"));
+  CHECK(dns->warnings.empty());  // DNS names are endpoints: the proxy resolves them
   const auto* none = StatusOf(t, "none");
   REQUIRE(none != nullptr);
   CHECK(Has(none->warnings, "spec.hosts[0]: wildcard hosts are not served"));
@@ -389,7 +387,7 @@ spec:
     unsupported = unsupported || (c.type == "Accepted" && c.reason == "UnsupportedValue");
   }
   CHECK(unsupported);
-  // The IP endpoint of the DNS entry is served.
+  // Both endpoints of the DNS entry are served: the name as it is, for the proxy to resolve.
   skiff::translate::ProxyGroup group;
   group.role = "sidecar";
   group.namespace_ = "shop";
@@ -397,8 +395,10 @@ spec:
   auto snap = t.Build(group);
   const auto* eps = EndpointsOf(snap, "outbound|5432||db.example.com");
   REQUIRE(eps != nullptr);
-  REQUIRE(eps->endpoints_size() == 1);
+  REQUIRE(eps->endpoints_size() == 2);
   CHECK(eps->endpoints(0).address() == "10.0.0.5");
+  CHECK(eps->endpoints(1).address() == "db1.internal");
+  CHECK(eps->endpoints(1).port() == 5432);
 }
 
 TEST_CASE("service entry: a sidecar gets the host's virtual hosts and its addresses as VIPs") {
@@ -438,7 +438,7 @@ spec:
   CHECK(redis_vip);
 }
 
-TEST_CASE("service entry: hosts without servable endpoints pass through; shared VIPs too") {
+TEST_CASE("service entry: NONE hosts pass through, DNS hosts are endpoints; shared VIPs") {
   skiff::translate::Translator t(Decode(R"(apiVersion: networking.istio.io/v1
 kind: ServiceEntry
 metadata: {name: passthrough, namespace: shop}
@@ -501,9 +501,15 @@ spec:
     return std::any_of(captured.begin(), captured.end(),
                        [&](const std::string& c) { return c.rfind(prefix, 0) == 0; });
   };
-  // NONE and DNS-names-only: not captured, so the connections pass through as before.
+  // NONE: not captured, so the connections pass through as before.
   CHECK_FALSE(has("203.0.113.7:"));
-  CHECK_FALSE(has("203.0.113.8:"));
+  // DNS without endpoints: the host itself is the endpoint (the proxy resolves it).
+  CHECK(has("203.0.113.8:5432 "));
+  const auto* dns_eps = EndpointsOf(snap, "outbound|5432||db.outside.example");
+  REQUIRE(dns_eps != nullptr);
+  REQUIRE(dns_eps->endpoints_size() == 1);
+  CHECK(dns_eps->endpoints(0).address() == "db.outside.example");
+  CHECK(dns_eps->endpoints(0).port() == 5432);
   // Two hosts on one VIP: HTTP is told apart by Host, TLS is not captured.
   CHECK(has("240.0.0.20:80 "));
   CHECK_FALSE(has("240.0.0.20:443"));
@@ -517,7 +523,7 @@ spec:
             "hosts have no endpoints, and a captured sidecar's connections"));
   const auto* dns = StatusOf(t, "dns-only");
   REQUIRE(dns != nullptr);
-  CHECK(Has(dns->warnings, "spec.resolution: DNS with no IP endpoints needs DNS resolution"));
+  CHECK(dns->warnings.empty());
   const auto* shared = StatusOf(t, "shared");
   REQUIRE(shared != nullptr);
   CHECK(Has(shared->warnings, "spec.addresses: with several hosts, connections to port 443"));
