@@ -53,9 +53,9 @@ class DnsCache {
   std::condition_variable cv_;
   std::set<std::string> wanted_;
   std::map<std::string, std::vector<std::string>> resolved_;
-  std::mutex callback_mu_;  // held while on_change_ runs; taken before mu_
+  std::mutex callback_mu_;           // held while on_change_ runs; taken before mu_
   std::function<void()> on_change_;  // guarded by callback_mu_
-  bool fresh_names_ = false;  // names wanted that were not looked up yet
+  bool fresh_names_ = false;         // names wanted that were not looked up yet
   bool stop_ = false;
   std::thread thread_;
 };

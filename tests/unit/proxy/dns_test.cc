@@ -1,6 +1,8 @@
 // DNS names as endpoint addresses: the cache's resolver thread (a fake resolver here) with its
 // refresh, change callback, failed lookups and forgotten names; Config::Build taking a name
 // (no endpoints until it resolves, one per address after) and refusing what is no name.
+#include "proxy/config/dns.h"
+
 #include <google/protobuf/util/json_util.h>
 
 #include <atomic>
@@ -11,7 +13,6 @@
 #include <thread>
 
 #include "proxy/config/config.h"
-#include "proxy/config/dns.h"
 
 using skiff::proxy::DnsCache;
 
