@@ -94,28 +94,30 @@ HttpResponse Clusters(const Config* config, bool json) {
                 "\n  {\"name\": " + JsonString(cla.cluster_name()) + ", \"endpoints\": [";
         first_cluster = false;
       }
-      // A DNS name is shown as each address it resolved to (as itself until it has).
+      // A DNS name is shown as each address it resolved to, with that address's outlier
+      // state (as itself until it has resolved).
       auto addresses = [&](const v1::Endpoint& e) {
-        std::vector<std::string> out;
+        std::vector<std::pair<std::string, bool>> out;
         unsigned char buf[16];
         bool ip = ::inet_pton(AF_INET, e.address().c_str(), buf) == 1 ||
                   ::inet_pton(AF_INET6, e.address().c_str(), buf) == 1;
         if (!ip && cluster != nullptr) {
           for (const auto& ce : cluster->endpoints) {
             if (ce.proto == &e) {
-              out.push_back(ce.address);
+              out.emplace_back(ce.address,
+                               ce.health != nullptr && ce.health->ejected_until_ms.load(
+                                                           std::memory_order_relaxed) > now);
             }
           }
         }
         if (out.empty()) {
-          out.push_back(e.address());
+          out.emplace_back(e.address(), ejected(e));
         }
         return out;
       };
       bool first = true;
       for (const auto& e : cla.endpoints()) {
-        bool out = ejected(e);
-        for (const std::string& address : addresses(e)) {
+        for (const auto& [address, out] : addresses(e)) {
           if (json) {
             body += std::string(first ? "" : ", ") + "{\"address\": " + JsonString(address) +
                     (address != e.address() ? ", \"hostname\": " + JsonString(e.address()) : "") +

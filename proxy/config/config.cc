@@ -28,12 +28,12 @@ bool ValidAddress(const std::string& a) {
   return ::inet_pton(AF_INET, a.c_str(), buf) == 1 || ::inet_pton(AF_INET6, a.c_str(), buf) == 1;
 }
 // A host name to resolve: dot-separated labels of letters, digits and '-' (not at either
-// end), at most 63 each and 253 in all, an optional final dot; the last label not numeric.
+// end), at most 63 each and 255 in all, an optional final dot; the last label not numeric.
 bool ValidDnsName(std::string_view name) {
   if (!name.empty() && name.back() == '.') {
     name.remove_suffix(1);
   }
-  if (name.empty() || name.size() > 253) {
+  if (name.empty() || name.size() > 254) {  // (as the operator's check: 255 with the dot)
     return false;
   }
   std::string_view last;
@@ -282,7 +282,7 @@ const FilterChainConfig* ListenerConfig::ChainFor(std::string_view sni) const {
 std::shared_ptr<const Config> Config::Build(v1::Snapshot snapshot,
                                             const std::map<uint32_t, uint32_t>& port_map,
                                             uint64_t version, std::string* error,
-                                            bool strict_references) {
+                                            bool strict_references, bool allow_dns_names) {
   // A redirect to a remapped port (Gateway httpsRedirect to 443 with --port-map
   // 443=18443) names the port this proxy really listens on.
   if (!port_map.empty()) {
@@ -429,9 +429,10 @@ std::shared_ptr<const Config> Config::Build(v1::Snapshot snapshot,
     for (int j = 0; j < cla.endpoints_size(); ++j) {
       const auto& ep = cla.endpoints(j);
       const bool dns_name = !ValidAddress(ep.address());
-      if (dns_name && !ValidDnsName(ep.address())) {
-        *error = path + ".endpoints[" + std::to_string(j) + "].address: \"" + ep.address() +
-                 "\" is not an IP address or a DNS name";
+      if (dns_name && (!allow_dns_names || !ValidDnsName(ep.address()))) {
+        *error =
+            path + ".endpoints[" + std::to_string(j) + "].address: \"" + ep.address() +
+            (allow_dns_names ? "\" is not an IP address or a DNS name" : "\" is not an IP address");
         return nullptr;
       }
       if (ep.port() == 0 || ep.port() > 65535) {

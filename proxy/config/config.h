@@ -99,11 +99,12 @@ class Config {
   // With `strict_references` false (xDS, where types arrive one at a time), a route to a
   // cluster that does not exist is accepted (it answers 503), endpoints of unknown
   // clusters are ignored, and a listener whose route table has not arrived is not bound
-  // yet, as Envoy does.
+  // yet, as Envoy does. With `allow_dns_names` (xDS, whose client has them resolved), an endpoint
+  // address may be a DNS name (see DnsCache); otherwise it must be an IP address.
   static std::shared_ptr<const Config> Build(v1::Snapshot snapshot,
                                              const std::map<uint32_t, uint32_t>& port_map,
                                              uint64_t version, std::string* error,
-                                             bool strict_references = true);
+                                             bool strict_references = true, bool dns_names = false);
 
   [[nodiscard]] const std::vector<ListenerConfig>& listeners() const { return listeners_; }
   [[nodiscard]] const upstream::Cluster* FindCluster(const std::string& name) const;

@@ -2,6 +2,7 @@
 
 #include <arpa/inet.h>
 #include <netdb.h>
+#include <spdlog/spdlog.h>
 #include <sys/socket.h>
 
 #include <algorithm>
@@ -18,8 +19,12 @@ std::optional<std::vector<std::string>> DnsCache::SystemResolve(const std::strin
   hints.ai_family = AF_INET;
   hints.ai_socktype = SOCK_STREAM;
   addrinfo* res = nullptr;
-  if (::getaddrinfo(name.c_str(), nullptr, &hints, &res) != 0) {
-    return std::nullopt;
+  int rc = ::getaddrinfo(name.c_str(), nullptr, &hints, &res);
+  if (rc == EAI_NONAME || rc == EAI_NODATA) {
+    return std::vector<std::string>();  // an answer: the name has no (IPv4) addresses
+  }
+  if (rc != 0) {
+    return std::nullopt;  // no answer (EAI_AGAIN, ...): the last addresses stay
   }
   std::vector<std::string> out;
   for (const addrinfo* a = res; a != nullptr; a = a->ai_next) {
@@ -66,6 +71,10 @@ void DnsCache::Want(const std::set<std::string>& names) {
   std::set<std::string> wanted;
   for (const auto& n : names) {
     if (wanted.size() >= kMaxNames) {
+      spdlog::warn(
+          "DNS: the configuration uses {} endpoint names; only the first {} are "
+          "resolved",
+          names.size(), kMaxNames);
       break;
     }
     wanted.insert(n);

@@ -20,7 +20,8 @@ namespace skiff::proxy {
 
 class DnsCache {
  public:
-  // Resolves one name: its addresses (sorted, unique), or nullopt when the lookup failed.
+  // Resolves one name: its addresses (sorted, unique; none when the name does not exist or
+  // has no addresses), or nullopt when there was no answer (the last addresses stay).
   using Resolver = std::function<std::optional<std::vector<std::string>>(const std::string&)>;
 
   // The process's cache, used by Config::Build; its thread starts on the first Want().

@@ -102,7 +102,7 @@ bool XdsClient::ApplyLocked(const TypedResources& candidate, bool adopt, std::st
     return false;
   }
   auto config = Config::Build(std::move(snapshot), options_.port_map, config_version_ + 1, error,
-                              /*strict_references=*/false);
+                              /*strict_references=*/false, /*dns_names=*/true);
   if (config == nullptr) {
     return false;
   }

@@ -82,6 +82,12 @@ TEST_CASE("dns cache: wanted names resolve, refresh, and changes are announced")
   int before = dns.Lookups("db.example");
   REQUIRE(Eventually([&] { return dns.Lookups("db.example") >= before + 2; }));
   CHECK(cache.Lookup("db.example") == V({"10.0.0.1", "10.0.0.2"}));
+  // A name that no longer exists (an empty answer, as NXDOMAIN) has no addresses.
+  dns.Set("db.example", std::vector<std::string>());
+  CHECK(Eventually([&] {
+    auto a = cache.Lookup("db.example");
+    return a.has_value() && a->empty();
+  }));
   // A name no longer wanted is forgotten and no longer looked up.
   cache.Want({});
   CHECK_FALSE(cache.Lookup("db.example").has_value());
@@ -101,13 +107,13 @@ TEST_CASE("dns cache: the system resolver reads localhost from the hosts file, I
 }
 
 TEST_CASE("config: a DNS name endpoint has no endpoints until it resolves; junk is refused") {
-  auto build = [](const std::string& address, std::string* error) {
+  auto build = [](const std::string& address, std::string* error, bool dns = true) {
     skiff::v1::Snapshot snap;
     std::string json = R"({"clusters":[{"name":"ext"}],
       "endpoints":[{"clusterName":"ext","endpoints":[{"address":")" +
                        address + R"(","port":443,"healthy":true}]}]})";
     REQUIRE(google::protobuf::util::JsonStringToMessage(json, &snap).ok());
-    return skiff::proxy::Config::Build(std::move(snap), {}, 1, error);
+    return skiff::proxy::Config::Build(std::move(snap), {}, 1, error, true, dns);
   };
   std::string error;
   // (Config::Build only reads the process's cache; nothing here asks it to resolve.)
@@ -120,6 +126,9 @@ TEST_CASE("config: a DNS name endpoint has no endpoints until it resolves; junk 
   REQUIRE(cfg != nullptr);
   CHECK(cfg->FindCluster("ext")->endpoints.size() == 1);
   CHECK(cfg->dns_names().empty());
+  // Outside xDS (a bootstrap file: nothing would resolve it) a name is refused.
+  CHECK(build("db.example", &error, /*dns=*/false) == nullptr);
+  CHECK(error == "endpoints[ext].endpoints[0].address: \"db.example\" is not an IP address");
   for (const char* bad : {"bad_name.example", "-a.example", "a..example", "1.2.3.999", ""}) {
     error.clear();
     CHECK(build(bad, &error) == nullptr);
