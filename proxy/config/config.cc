@@ -682,6 +682,14 @@ std::shared_ptr<const Config> Config::Build(v1::Snapshot snapshot,
     }
     cfg->listeners_.push_back(std::move(lc));
   }
+  // The outlier state of endpoints this (valid) configuration no longer has is let go.
+  for (auto& [name, cluster] : cfg->clusters_) {
+    std::set<std::string> keys;
+    for (const auto& e : cluster->endpoints) {
+      keys.insert(e.key);
+    }
+    upstream::ClusterStateRegistry::Default().Retain(cluster->state.get(), keys);
+  }
   return cfg;
 }
 

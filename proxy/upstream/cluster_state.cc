@@ -49,6 +49,24 @@ Outcome OutcomeOfStatus(int status) {
   return status >= 500 && status <= 599 ? Outcome::kFiveXx : Outcome::kSuccess;
 }
 
+void ClusterStateRegistry::Retain(ClusterState* cluster, const std::set<std::string>& keys) {
+  std::lock_guard<std::mutex> lock(cluster->endpoints_mu);
+  for (auto it = cluster->endpoints.begin(); it != cluster->endpoints.end();) {
+    if (keys.count(it->first) > 0) {
+      ++it;
+      continue;
+    }
+    EndpointHealth& e = *it->second;
+    int64_t until = e.ejected_until_ms.load(std::memory_order_relaxed);
+    // (Exactly once against a draining worker's IsEjected, which exchanges it too.)
+    if (until != 0 &&
+        e.ejected_until_ms.compare_exchange_strong(until, 0, std::memory_order_relaxed)) {
+      cluster->ejections_active.fetch_sub(1, std::memory_order_relaxed);
+    }
+    it = cluster->endpoints.erase(it);
+  }
+}
+
 bool IsEjected(ClusterState* cluster, EndpointHealth* endpoint, int64_t now_ms) {
   int64_t until = endpoint->ejected_until_ms.load(std::memory_order_relaxed);
   if (until == 0) {

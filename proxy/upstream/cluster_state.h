@@ -10,6 +10,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <string>
 
 #include "skiff/v1/config.pb.h"
@@ -53,6 +54,11 @@ class ClusterStateRegistry {
   static ClusterStateRegistry& Default();
   std::shared_ptr<ClusterState> Get(const std::string& cluster);
   std::shared_ptr<EndpointHealth> GetEndpoint(ClusterState* cluster, const std::string& key);
+  // Forgets the endpoints of `cluster` a new configuration no longer has (`keys`: the ones it
+  // has): one ejected when it went leaves the ejection count, so that it does not hold up
+  // the ejection of the endpoints that remain (a configuration still draining keeps its own
+  // reference, and sees it back in the pool).
+  void Retain(ClusterState* cluster, const std::set<std::string>& keys);
   // Calls fn(name, state) for every live cluster (admin/stats; takes the mutex).
   template <typename Fn>
   void ForEach(Fn fn) {

@@ -1,6 +1,10 @@
 #include "proxy/upstream/cluster_state.h"
 
+#include <google/protobuf/util/json_util.h>
+
 #include <catch2/catch.hpp>
+
+#include "proxy/config/config.h"
 
 using skiff::upstream::ClusterState;
 using skiff::upstream::EndpointHealth;
@@ -85,4 +89,50 @@ TEST_CASE("max ejection percent bounds ejections, but one endpoint may always go
   CHECK(RecordOutcome(half, &cluster2, &d, 3, Outcome::kFiveXx, 0));
   CHECK(RecordOutcome(half, &cluster2, &e, 3, Outcome::kFiveXx, 0));
   CHECK_FALSE(RecordOutcome(half, &cluster2, &f, 3, Outcome::kFiveXx, 0));
+}
+
+TEST_CASE("an endpoint removed while ejected no longer counts toward max ejection percent") {
+  // Two configurations of one cluster (as two EDS or DNS updates): 10.0.0.1 is ejected in the
+  // first and gone from the second, whose endpoints must still be ejectable (50 % of 2 = 1).
+  auto build = [](const char* a, const char* b, bool valid = true) {
+    skiff::v1::Snapshot snap;
+    std::string json = std::string(valid ? "{" : R"({"routeTables":[{"name":"x"},{"name":"x"}],)") +
+                       std::string(R"("clusters":[{"name":"prune-ejected","outlierDetection":
+      {"consecutive5xxErrors":1,"maxEjectionPercent":50,"baseEjectionTime":"30s"}}],
+      "endpoints":[{"clusterName":"prune-ejected","endpoints":[
+        {"address":")") +
+                       a + R"(","port":80,"healthy":true},
+        {"address":")" +
+                       b + R"(","port":80,"healthy":true}]}]})";
+    REQUIRE(google::protobuf::util::JsonStringToMessage(json, &snap).ok());
+    std::string error;
+    auto cfg = skiff::proxy::Config::Build(std::move(snap), {}, 1, &error);
+    INFO(error);
+    REQUIRE((cfg != nullptr) == valid);
+    return cfg;
+  };
+  auto first = build("10.0.0.1", "10.0.0.2");
+  const auto* c1 = first->FindCluster("prune-ejected");
+  REQUIRE(c1->endpoints.size() == 2);
+  const auto& od = c1->proto->outlier_detection();
+  int64_t now = skiff::upstream::SteadyNowMs();
+  REQUIRE(c1->endpoints[0].address == "10.0.0.1");
+  REQUIRE(
+      RecordOutcome(od, c1->state.get(), c1->endpoints[0].health.get(), 2, Outcome::kFiveXx, now));
+  CHECK(c1->state->ejections_active == 1);
+  auto second = build("10.0.0.2", "10.0.0.3");  // (the first is still alive, as in a drain)
+  const auto* c2 = second->FindCluster("prune-ejected");
+  CHECK(c2->state->ejections_active == 0);
+  CHECK(
+      RecordOutcome(od, c2->state.get(), c2->endpoints[0].health.get(), 2, Outcome::kFiveXx, now));
+  CHECK(c2->state->ejections_active == 1);
+  // The endpoint that stayed keeps its state from one configuration to the next.
+  auto third = build("10.0.0.2", "10.0.0.4");
+  const auto* c3 = third->FindCluster("prune-ejected");
+  CHECK(IsEjected(c3->state.get(), c3->endpoints[0].health.get(), now + 1));
+  CHECK(c3->state->ejections_active == 1);
+  // A configuration that is refused lets nothing go.
+  build("10.0.0.5", "10.0.0.6", /*valid=*/false);
+  CHECK(IsEjected(c3->state.get(), c3->endpoints[0].health.get(), now + 1));
+  CHECK(c3->state->ejections_active == 1);
 }
