@@ -8,13 +8,6 @@ namespace skiff::api {
 
 namespace {
 
-// Gateway server protocols, as Istio parses them (case-insensitive).
-const std::set<std::string, std::less<>> kServerProtocols = {
-    "HTTP", "HTTPS", "HTTP2", "GRPC",  "GRPC-WEB", "TCP",
-    "TLS",  "MONGO", "REDIS", "MYSQL", "UDP",      "HTTP_PROXY"};
-bool IsHttpProtocol(std::string_view p) {
-  return p == "HTTP" || p == "HTTP2" || p == "GRPC" || p == "GRPC-WEB" || p == "HTTP_PROXY";
-}
 bool IsTlsProtocol(std::string_view p) { return p == "HTTPS" || p == "TLS"; }
 
 // ---- Gateway servers ----
@@ -161,7 +154,7 @@ void CheckServerTls(Reader& sr, const std::string& protocol, Messages& msgs, boo
     *out = std::move(t);
   }
   // The protocol decides whether TLS settings belong here.
-  if (IsHttpProtocol(protocol)) {
+  if (IsIstioHttpProtocol(protocol)) {
     bool only_redirect = true;
     for (auto it = v->begin(); v->is_object() && it != v->end(); ++it) {
       only_redirect = only_redirect && it.key() == "httpsRedirect";
@@ -174,7 +167,7 @@ void CheckServerTls(Reader& sr, const std::string& protocol, Messages& msgs, boo
   } else if (!IsTlsProtocol(protocol) && !protocol.empty()) {
     msgs.Error(sr.Path("tls"), "a " + protocol + " server cannot have TLS settings");
   }
-  if (*https_redirect && !IsHttpProtocol(protocol)) {
+  if (*https_redirect && !IsIstioHttpProtocol(protocol)) {
     msgs.Warn(r.Path("httpsRedirect"), "should only be used with HTTP servers");
   }
 }
@@ -221,11 +214,8 @@ Gateway DecodeGateway(Reader& spec) {
         port.number = static_cast<uint32_t>(*number);
       }
       port.protocol = pr.String("protocol");
-      std::string upper = port.protocol;
-      for (auto& c : upper) {
-        c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
-      }
-      if (kServerProtocols.count(upper) == 0) {
+      std::string upper = UpperAscii(port.protocol);
+      if (!IsIstioPortProtocol(upper)) {
         msgs.Error(pr.Path("protocol"),
                    port.protocol.empty() ? std::string("invalid protocol \"\": required "
                                                        "(HTTP, HTTPS, HTTP2, GRPC, TCP, TLS, ...)")

@@ -5,6 +5,7 @@
 // nothing that reaches the wire from config (paths, authorities, header names and values,
 // CORS lists) may hold CR, LF or NUL. Fields Istio accepts but skiff does not serve yet are
 // validated all the same and reported as warnings.
+#include <cctype>
 #include <set>
 
 #include "common/strings.h"
@@ -23,6 +24,24 @@ void RequireAtLeastMs(Reader& r, std::string_view field, const std::optional<Dur
 }
 
 }  // namespace
+
+bool IsIstioPortProtocol(std::string_view upper) {
+  static const std::set<std::string, std::less<>> kProtocols = {
+      "HTTP", "HTTPS", "HTTP2", "GRPC",  "GRPC-WEB", "TCP",
+      "TLS",  "MONGO", "REDIS", "MYSQL", "UDP",      "HTTP_PROXY"};
+  return kProtocols.count(upper) > 0;
+}
+
+bool IsIstioHttpProtocol(std::string_view p) {
+  return p == "HTTP" || p == "HTTP2" || p == "GRPC" || p == "GRPC-WEB" || p == "HTTP_PROXY";
+}
+
+std::string UpperAscii(std::string s) {
+  for (auto& c : s) {
+    c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  }
+  return s;
+}
 
 bool HasCrLfNul(std::string_view s) {
   return s.find_first_of("\r\n") != std::string_view::npos ||

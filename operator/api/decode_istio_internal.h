@@ -19,6 +19,13 @@ bool HasCrLfNul(std::string_view s);
 // A duration of at least 1ms, as Istio's ValidateDuration.
 std::optional<Duration> PositiveDuration(Reader& r, std::string_view field);
 
+// Port protocols as Istio parses them, case-insensitively (Gateway servers, ServiceEntry
+// ports): `upper` is the protocol in upper case.
+bool IsIstioPortProtocol(std::string_view upper);
+// HTTP, HTTP2, GRPC, GRPC-WEB, HTTP_PROXY (upper case).
+bool IsIstioHttpProtocol(std::string_view upper);
+std::string UpperAscii(std::string s);
+
 void CheckLabels(const Labels& labels, const std::string& path, Messages& msgs);
 void CheckExportTo(const std::vector<std::string>& export_to, const std::string& path,
                    Messages& msgs);

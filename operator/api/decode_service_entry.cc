@@ -10,22 +10,6 @@ namespace skiff::api {
 
 namespace {
 
-// ServiceEntry port protocols, as Istio parses them (case-insensitive).
-const std::set<std::string, std::less<>> kPortProtocols = {
-    "HTTP", "HTTPS", "HTTP2", "GRPC",  "GRPC-WEB", "TCP",
-    "TLS",  "MONGO", "REDIS", "MYSQL", "UDP",      "HTTP_PROXY"};
-
-bool IsHttp(std::string_view p) {
-  return p == "HTTP" || p == "HTTP2" || p == "GRPC" || p == "GRPC-WEB" || p == "HTTP_PROXY";
-}
-
-std::string Upper(std::string s) {
-  for (auto& c : s) {
-    c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
-  }
-  return s;
-}
-
 std::string PortRangeError(int64_t n) {
   return "must be a port number between 1 and 65535 (got " + std::to_string(n) + ")";
 }
@@ -65,8 +49,8 @@ void DecodePorts(Reader& spec, ServiceEntry* se) {
                  "port name \"" + port.name + "\" is already defined in spec.ports");
     }
     std::string protocol = r.String("protocol");
-    port.protocol = Upper(protocol);
-    if (!port.protocol.empty() && kPortProtocols.count(port.protocol) == 0) {
+    port.protocol = UpperAscii(protocol);
+    if (!port.protocol.empty() && !IsIstioPortProtocol(port.protocol)) {
       msgs.Error(r.Path("protocol"), "unsupported protocol \"" + protocol +
                                          "\" (HTTP, HTTPS, HTTP2, GRPC, GRPC-WEB, HTTP_PROXY, TCP, "
                                          "TLS, MONGO, MYSQL, REDIS, UDP)");
@@ -292,8 +276,8 @@ ServiceEntry DecodeServiceEntry(Reader& spec) {
   if (known_resolution && res != "NONE" && se.hosts.size() > 1) {
     // Connections of one address and port can only be told apart by Host or SNI.
     for (const auto& p : se.ports) {
-      if ((p.protocol.empty() || kPortProtocols.count(p.protocol) > 0) && !IsHttp(p.protocol) &&
-          p.protocol != "HTTPS" && p.protocol != "TLS") {
+      if ((p.protocol.empty() || IsIstioPortProtocol(p.protocol)) &&
+          !IsIstioHttpProtocol(p.protocol) && p.protocol != "HTTPS" && p.protocol != "TLS") {
         msgs.Error(spec.Path("hosts"),
                    "more than one host with a non-HTTP, non-TLS port (" + p.name + ": " +
                        (p.protocol.empty() ? std::string("protocol unset") : p.protocol) +

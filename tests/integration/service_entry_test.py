@@ -9,7 +9,6 @@ the last valid one is still served; `skiffctl translate --status`. Prints 'N pas
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import traceback
@@ -18,6 +17,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import gateway_tcp_test as tcp  # noqa: E402  (TCP echo backends)
 import gateway_tls_test as gt  # noqa: E402  (the gateway proxy over xDS)
+import last_good_test as lg  # noqa: E402  (skiffctl status)
 import proxy_test as pt  # noqa: E402
 import xds_test as xt  # noqa: E402  (the file-source operator)
 from proxy_test import check  # noqa: E402
@@ -104,7 +104,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--bin-dir", required=True)
     ARGS = ap.parse_args()
-    pt.ARGS = xt.ARGS = gt.ARGS = ARGS
+    pt.ARGS = xt.ARGS = gt.ARGS = lg.ARGS = ARGS
     try:
         v1, v2, v3 = pt.start_upstream("v1"), pt.start_upstream("v2"), pt.start_upstream("v3")
         db = tcp.EchoServer("db")
@@ -172,9 +172,7 @@ def run_checks(cfg, op, gw, v1, v2, v3, db):
 
 
 def xt_status(op):
-    r = subprocess.run([os.path.join(ARGS.bin_dir, "cli/skiffctl"), "status", "--operator",
-                        f"127.0.0.1:{op.port}"], capture_output=True, text=True, timeout=20)
-    return r.stdout + r.stderr
+    return lg.status(op)[1]  # skiffctl status --operator
 
 
 if __name__ == "__main__":
