@@ -258,8 +258,10 @@ void TlsServer::Stop() {
     listen_fd_ = -1;
   }
   // Connection threads notice the stop within a poll slice (500 ms).
-  std::unique_lock<std::mutex> lock(conn_mu_);
-  conn_cv_.wait(lock, [this] { return metrics_.active.load() == 0; });
+  for (auto& c : conn_threads_) {
+    c.thread.join();
+  }
+  conn_threads_.clear();
 }
 
 void TlsServer::AcceptLoop() {
@@ -289,11 +291,18 @@ void TlsServer::AcceptLoop() {
     int one = 1;
     ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     metrics_.connections.fetch_add(1, std::memory_order_relaxed);
-    {
-      std::lock_guard<std::mutex> lock(conn_mu_);
-      metrics_.active.fetch_add(1);
-    }
-    std::thread([this, fd, ctx] {
+    metrics_.active.fetch_add(1);
+    // Threads that have ended are joined here, so that at most max_connections (plus the
+    // few about to exit) are ever kept.
+    std::erase_if(conn_threads_, [](ConnThread& c) {
+      if (!c.done->load()) {
+        return false;
+      }
+      c.thread.join();
+      return true;
+    });
+    auto done = std::make_shared<std::atomic<bool>>(false);
+    std::thread thread([this, fd, ctx, done] {
       // A peer that goes away makes writes fail with EPIPE instead of killing the process
       // (OpenSSL writes with write(2), which has no MSG_NOSIGNAL).
       sigset_t pipe;
@@ -302,10 +311,10 @@ void TlsServer::AcceptLoop() {
       pthread_sigmask(SIG_BLOCK, &pipe, nullptr);
       Serve(fd, ctx);
       ::close(fd);
-      std::lock_guard<std::mutex> lock(conn_mu_);
       metrics_.active.fetch_sub(1);
-      conn_cv_.notify_all();
-    }).detach();
+      done->store(true);
+    });
+    conn_threads_.push_back({std::move(thread), std::move(done)});
   }
 }
 

@@ -7,12 +7,12 @@
 // replaced while it runs; new connections use the new one.
 #include <atomic>
 #include <chrono>
-#include <condition_variable>
 #include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "operator/webhook/certs.h"
 
@@ -79,8 +79,15 @@ class TlsServer {
   std::thread accept_thread_;
   mutable std::mutex ctx_mu_;
   std::shared_ptr<SSL_CTX> ctx_;
-  std::mutex conn_mu_;
-  std::condition_variable conn_cv_;
+  // Connection threads, joined (not detached): a thread's OpenSSL state is freed when it
+  // exits, after its last line, and it must not outlive the server. Touched only by the
+  // accept thread (which reaps ended ones before each new connection) and, once that has
+  // been joined, by Stop().
+  struct ConnThread {
+    std::thread thread;
+    std::shared_ptr<std::atomic<bool>> done;
+  };
+  std::vector<ConnThread> conn_threads_;
   Metrics metrics_;
 };
 
