@@ -678,7 +678,7 @@ HTTPRoute DecodeHttpRoute(const nlohmann::json& j, const std::string& path, Mess
     route.rewrite = DecodeRewrite(*v, r.Path("rewrite"), msgs);
     rewrite_set = true;
   }
-  if (auto t = r.DurationField("timeout")) {
+  if (auto t = PositiveDuration(r, "timeout")) {
     route.timeout = t;
   }
   if (const auto* v = r.Get("retries")) {

@@ -66,6 +66,36 @@ spec:
   CHECK(o.Ref() == "VirtualService default/catalog");
 }
 
+TEST_CASE("a route timeout under 1ms is an error, as Istio's ValidateDuration") {
+  // Istio refuses `timeout: 0s` (there is no "0 disables" for a route timeout; an unset
+  // timeout is already none).
+  for (const char* t : {"0s", "0ms"}) {
+    auto o = One(std::string(R"(apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: catalog}
+spec:
+  hosts: [catalog]
+  http:
+  - route:
+    - destination: {host: catalog}
+    timeout: )") +
+                 t + "\n");
+    CHECK(Errors(o) ==
+          std::vector<std::string>{"spec.http[0].timeout: duration must be at least 1ms"});
+  }
+  auto ok = One(R"(apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: catalog}
+spec:
+  hosts: [catalog]
+  http:
+  - route:
+    - destination: {host: catalog}
+    timeout: 1ms
+)");
+  CHECK(ok.Valid());
+}
+
 TEST_CASE("unknown fields are warnings, not errors") {
   auto o = One(R"(apiVersion: networking.istio.io/v1
 kind: DestinationRule
