@@ -184,6 +184,23 @@ void CheckLoadBalancer(Reader& lr, LoadBalancerSettings* lb, Messages& msgs) {
       msgs.Error(lr.path(), "simple and consistentHash cannot both be set");
     }
   }
+  if (const auto* bu = lr.Get("backendUtilization")) {
+    // Istio's utilization-based balancing on ORCA load reports (Envoy's client-side
+    // weighted round robin). A oneof with simple and consistentHash.
+    Reader br(*bu, lr.Path("backendUtilization"), msgs);
+    for (const char* f :
+         {"weightUpdatePeriod", "weightExpirationPeriod", "weightStabilizationPeriod"}) {
+      br.DurationField(f);
+    }
+    br.Int("errorUtilizationPenaltyPercent");
+    br.StringList("metricNamesForComputingUtilization");
+    if (lr.Get("simple") != nullptr || lr.Get("consistentHash") != nullptr) {
+      msgs.Error(lr.path(), "only one of simple, consistentHash or backendUtilization can be set");
+    }
+    msgs.Warn(lr.Path("backendUtilization"),
+              "utilization-based load balancing is not supported by skiff yet; round robin is "
+              "used");
+  }
   bool locality = lr.Get("localityLbSetting") != nullptr;
   bool zone_aware = lr.Get("zoneAwareLbSetting") != nullptr;
   if (locality && zone_aware) {

@@ -1,4 +1,5 @@
 // Gateway: selector and servers (port, hosts, TLS), with Istio's rules.
+#include <algorithm>
 #include <set>
 
 #include "common/strings.h"
@@ -73,6 +74,31 @@ void CheckServerTls(Reader& sr, const std::string& protocol, Messages& msgs, boo
   t.min_protocol_version = r.String("minProtocolVersion");
   t.max_protocol_version = r.String("maxProtocolVersion");
   t.cipher_suites = r.StringList("cipherSuites");
+  // Istio hands ecdhCurves to Envoy as they are (an unknown name makes Envoy refuse the
+  // listener). skiff-proxy's OpenSSL offers X25519 and the NIST curves; other names (P-224
+  // and the post-quantum hybrids, which Istio knows, or names nobody knows) are left out
+  // with a warning, so that the server still works.
+  static const std::set<std::string, std::less<>> kCurves = {"X25519", "P-256", "P-384", "P-521"};
+  static const std::set<std::string, std::less<>> kIstioOnly = {"P-224", "X25519Kyber768Draft00",
+                                                                "X25519MLKEM768"};
+  auto curves = r.StringList("ecdhCurves");
+  for (size_t i = 0; i < curves.size(); ++i) {
+    const std::string& c = curves[i];
+    std::string at = IndexPath(r.Path("ecdhCurves"), i);
+    if (kCurves.count(c) == 0) {
+      msgs.Warn(at,
+                kIstioOnly.count(c) > 0
+                    ? "ECDH curve \"" + c + "\" is not supported by skiff-proxy; left out"
+                    : "unknown ECDH curve \"" + c + "\" (X25519, P-256, P-384, P-521); left out");
+    } else if (std::find(t.ecdh_curves.begin(), t.ecdh_curves.end(), c) != t.ecdh_curves.end()) {
+      msgs.Warn(at, "ECDH curve \"" + c + "\" is listed twice");
+    } else {
+      t.ecdh_curves.push_back(c);
+    }
+  }
+  if (!curves.empty() && t.ecdh_curves.empty()) {
+    msgs.Warn(r.Path("ecdhCurves"), "none of the curves can be used; skiff-proxy's defaults apply");
+  }
   t.subject_alt_names = r.StringList("subjectAltNames");
   t.verify_certificate_spki = r.StringList("verifyCertificateSpki");
   t.verify_certificate_hash = r.StringList("verifyCertificateHash");

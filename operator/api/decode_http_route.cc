@@ -688,9 +688,18 @@ HTTPRoute DecodeHttpRoute(const nlohmann::json& j, const std::string& path, Mess
     route.fault = DecodeFault(*v, r.Path("fault"), msgs);
   }
   auto mirror_percentage = DecodePercent(r, "mirrorPercentage", /*fault=*/false);
-  auto mirror_percent = r.Int("mirrorPercent");  // deprecated integer form
+  // The deprecated integer form, by its JSON name or (as Istio's decoder also takes) its
+  // proto field name.
+  const char* mirror_percent_field = r.Get("mirrorPercent") == nullptr && r.Get("mirror_percent")
+                                         ? "mirror_percent"
+                                         : "mirrorPercent";
+  auto mirror_percent = r.Int(mirror_percent_field);
   if (mirror_percent && (*mirror_percent < 0 || *mirror_percent > 100)) {
-    msgs.Error(r.Path("mirrorPercent"), "must be between 0 and 100");
+    msgs.Error(r.Path(mirror_percent_field), "must be between 0 and 100");
+  } else if (mirror_percent) {
+    msgs.Warn(r.Path(mirror_percent_field), std::string("using deprecated setting \"") +
+                                                mirror_percent_field +
+                                                "\", use \"mirrorPercentage\" instead");
   }
   if (const auto* v = r.Get("mirror")) {
     HTTPMirrorPolicy m;
@@ -701,7 +710,7 @@ HTTPRoute DecodeHttpRoute(const nlohmann::json& j, const std::string& path, Mess
     }
     route.mirrors.push_back(m);
   } else if (mirror_percentage || mirror_percent) {
-    msgs.Warn(r.Path(mirror_percentage ? "mirrorPercentage" : "mirrorPercent"),
+    msgs.Warn(r.Path(mirror_percentage ? "mirrorPercentage" : mirror_percent_field),
               "has no effect without mirror");
   }
   ForEachItem(r, "mirrors", [&](const nlohmann::json& item, const std::string& p) {
@@ -723,7 +732,7 @@ HTTPRoute DecodeHttpRoute(const nlohmann::json& j, const std::string& path, Mess
     route.cors_policy = DecodeCors(*v, r.Path("corsPolicy"), msgs);
   }
   route.headers = DecodeHeaders(r);
-  r.Ignore("mirror_percent");
+  r.Ignore("mirror_percent");  // read above, or left for mirrorPercent
 
   // An authority rewrite in two places.
   if (rewrite_set && !route.rewrite->authority.empty() && route.headers &&

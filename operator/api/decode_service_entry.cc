@@ -130,7 +130,8 @@ ServiceEntry DecodeServiceEntry(Reader& spec) {
       msgs.Error(at, "invalid host \"*\": a ServiceEntry cannot add every host");
     } else if (auto err = ValidateWildcardDomain(h); !err.empty()) {
       msgs.Error(at, err);
-    } else if (h.find('*') != std::string::npos && !StartsWith(h, "*.")) {
+    } else if (h.find('*') != std::string::npos && !StartsWith(h, "*.") &&
+               spec.String("resolution") != "DYNAMIC_DNS") {
       msgs.Warn(at, "partial wildcard \"" + h + "\" not allowed");
     }
   }
@@ -148,11 +149,11 @@ ServiceEntry DecodeServiceEntry(Reader& spec) {
     se.resolution = "NONE";
   }
   const std::string& res = se.resolution;
-  const bool known_resolution =
-      res == "NONE" || res == "STATIC" || res == "DNS" || res == "DNS_ROUND_ROBIN";
+  const bool known_resolution = res == "NONE" || res == "STATIC" || res == "DNS" ||
+                                res == "DNS_ROUND_ROBIN" || res == "DYNAMIC_DNS";
   if (!known_resolution) {
-    msgs.Error(spec.Path("resolution"),
-               "unsupported resolution type \"" + res + "\" (NONE, STATIC, DNS, DNS_ROUND_ROBIN)");
+    msgs.Error(spec.Path("resolution"), "unsupported resolution type \"" + res +
+                                            "\" (NONE, STATIC, DNS, DNS_ROUND_ROBIN, DYNAMIC_DNS)");
   }
   const bool dns = res == "DNS" || res == "DNS_ROUND_ROBIN";
 
@@ -284,6 +285,35 @@ ServiceEntry DecodeServiceEntry(Reader& spec) {
                        ") needs resolution NONE: connections to it cannot be told apart by "
                        "host");
         break;
+      }
+    }
+  }
+  if (res == "DYNAMIC_DNS") {
+    // Each request's own host is resolved (Envoy's dynamic forward proxy): the hosts are
+    // patterns, the address comes from the request.
+    for (size_t i = 0; i < se.hosts.size(); ++i) {
+      if (!StartsWith(se.hosts[i], "*")) {
+        msgs.Error(IndexPath(spec.Path("hosts"), i),
+                   "host must be wildcarded for resolution mode DYNAMIC_DNS");
+      }
+    }
+    if (!se.addresses.empty()) {
+      msgs.Error(spec.Path("addresses"),
+                 "addresses cannot be set for resolution type DYNAMIC_DNS (route domains come "
+                 "from the hosts)");
+    }
+    if (endpoints > 0) {
+      msgs.Error(spec.Path("endpoints"),
+                 "endpoints cannot be set for resolution type DYNAMIC_DNS (the destination "
+                 "address comes from the request's host)");
+    }
+    for (size_t i = 0; i < se.ports.size(); ++i) {
+      const std::string& pr = se.ports[i].protocol;
+      if (pr != "HTTP" && pr != "TLS" && pr != "GRPC" && pr != "HTTP2") {
+        msgs.Error(IndexPath(spec.Path("ports"), i) + ".protocol",
+                   "only HTTP, TLS, GRPC and HTTP2 are supported for resolution type "
+                   "DYNAMIC_DNS" +
+                       std::string(pr.empty() ? " (protocol unset)" : " (got " + pr + ")"));
       }
     }
   }

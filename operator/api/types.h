@@ -361,6 +361,7 @@ struct ServerTLSSettings {
   std::string server_certificate, private_key, ca_certificates;
   std::string min_protocol_version, max_protocol_version;  // "" or TLS_AUTO: the default
   std::vector<std::string> cipher_suites;
+  std::vector<std::string> ecdh_curves;  // the ones skiff-proxy offers, in order
   std::vector<std::string> subject_alt_names;
   std::vector<std::string> verify_certificate_spki, verify_certificate_hash;
   bool operator==(const ServerTLSSettings&) const = default;

@@ -71,6 +71,11 @@ std::vector<std::string> ServiceEntryNotServed(const Index& index, const Object&
         "endpoints, and a captured sidecar's connections to them pass through to the address "
         "the client connected to (as without the entry)");
   }
+  if (res == "DYNAMIC_DNS") {
+    out.push_back(
+        "spec.resolution: DYNAMIC_DNS is not served by skiff yet: requests to its hosts are "
+        "not routed by it");
+  }
   for (size_t i = 0; i < se.endpoints.size(); ++i) {
     const std::string& a = se.endpoints[i].address;
     if (StartsWith(a, "unix://")) {

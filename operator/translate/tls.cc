@@ -113,6 +113,9 @@ bool Builder::ServerTlsContext(const Bound& b, v1::TlsServerContext* ctx) {
   for (const auto& c : t.cipher_suites) {
     ctx->add_cipher_suites(c);
   }
+  for (const auto& c : t.ecdh_curves) {
+    ctx->add_ecdh_curves(c);
+  }
   // As Istio's HTTPS servers: HTTP/2 for clients that offer it, else HTTP/1.1. (A TLS
   // server's bytes are not HTTP: it names no protocol.)
   if (b.server->port->protocol != "TLS") {

@@ -595,6 +595,7 @@ std::shared_ptr<const Config> Config::Build(v1::Snapshot snapshot,
         }
         o.max_version = tls.max_protocol_version();
         o.cipher_suites.assign(tls.cipher_suites().begin(), tls.cipher_suites().end());
+        o.ecdh_curves.assign(tls.ecdh_curves().begin(), tls.ecdh_curves().end());
         if (tls.alpn_protocols_size() > 0) {
           o.alpn.assign(tls.alpn_protocols().begin(), tls.alpn_protocols().end());
         }

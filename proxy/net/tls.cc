@@ -253,6 +253,17 @@ std::shared_ptr<TlsContext> TlsContext::Server(const TlsServerOptions& o, std::s
     return nullptr;
   }
   SSL_CTX_set_ciphersuites(ctx, kTls13Suites);
+  if (!o.ecdh_curves.empty()) {
+    std::string groups;
+    for (const auto& g : o.ecdh_curves) {
+      groups += (groups.empty() ? "" : ":") + g;
+    }
+    if (SSL_CTX_set1_groups_list(ctx, groups.c_str()) != 1) {
+      ERR_clear_error();
+      *error = "ecdhCurves: \"" + groups + "\" are not all curves this proxy knows";
+      return nullptr;
+    }
+  }
   if (!UseChain(ctx, o.certificate_chain, error) || !UseKey(ctx, o.private_key, error)) {
     return nullptr;
   }

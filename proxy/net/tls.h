@@ -28,6 +28,7 @@ struct TlsServerOptions {
   std::string min_version = "TLSV1_2";     // TLSV1_0 .. TLSV1_3; TLS 1.0/1.1 are refused anyway
   std::string max_version;                 // empty: the highest
   std::vector<std::string> cipher_suites;  // TLS 1.2 suites (OpenSSL/BoringSSL names)
+  std::vector<std::string> ecdh_curves;    // key exchange groups, e.g. X25519, P-256
   std::vector<std::string> alpn = {"http/1.1"};
   // Extra checks of a client certificate (any match is enough; empty: none).
   std::vector<std::string> subject_alt_names;

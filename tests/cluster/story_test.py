@@ -560,12 +560,12 @@ spec:
   hosts: [catalog]
   http:
   - route: [{destination: {host: catalog, subset: version-v1}}]
-    retries: {attempts: 3, perTryTimeout: 2x}
+    retries: {attempts: 3, retryOn: "5xx,sometimes"}
 """
         r = self.apply(bad, check_rc=False)
         check("an invalid VirtualService is refused by the validating webhook, naming the field",
               r.returncode != 0 and 'admission webhook "validation.skiff.dev" denied the request'
-              in r.stderr and "spec.http[0].retries.perTryTimeout" in r.stderr, r.stderr)
+              in r.stderr and "spec.http[0].retries.retryOn" in r.stderr, r.stderr)
         r = self.kubectl("get", "virtualservice", "-n", "coolstore", "catalog-broken",
                          check_rc=False)
         check("... and it is not stored", r.returncode != 0 and "NotFound" in r.stderr, r.stdout)

@@ -253,6 +253,33 @@ def bookinfo_v1():
             "location": "MESH_EXTERNAL",
             "resolution": "DNS",
         }),
+        # Fields Istio's CRDs carry that a tutorial may use, though skiff does not serve
+        # them all (the webhook warns): ECDH curves, utilization-based balancing, the
+        # proto-named mirror_percent and DYNAMIC_DNS.
+        obj("v1", "Gateway", "curves", {
+            "selector": {"istio": "ingressgateway"},
+            "servers": [{"port": {"number": 443, "name": "https", "protocol": "HTTPS"},
+                         "hosts": ["curves.example.com"],
+                         "tls": {"mode": "SIMPLE", "credentialName": "c",
+                                 "ecdhCurves": ["X25519", "P-256"]}}],
+        }),
+        obj("v1", "DestinationRule", "orca", {
+            "host": "reviews",
+            "trafficPolicy": {"loadBalancer": {"backendUtilization": {
+                "weightUpdatePeriod": "1s", "weightExpirationPeriod": "3m",
+                "weightStabilizationPeriod": "10s", "errorUtilizationPenaltyPercent": 10,
+                "metricNamesForComputingUtilization": ["cpu_utilization"]}}},
+        }),
+        obj("v1", "VirtualService", "mirror-old", {
+            "hosts": ["reviews"],
+            "http": [{"route": [{"destination": {"host": "reviews"}}],
+                      "mirror": {"host": "reviews", "subset": "v2"}, "mirror_percent": 20}],
+        }),
+        obj("v1", "ServiceEntry", "dynamic", {
+            "hosts": ["*.wikipedia.org"],
+            "ports": [{"number": 443, "name": "tls", "protocol": "TLS"}],
+            "resolution": "DYNAMIC_DNS",
+        }),
         obj("v1beta1", "ServiceEntry", "vm-db", {
             "hosts": ["db.vm.internal"],
             "addresses": ["240.0.0.5"],
@@ -351,6 +378,47 @@ def invalid_cases():
              "trafficPolicy": {"loadBalancer": {"simple": "FASTEST"},
                                "outlierDetection": {"baseEjectionTime": "30 seconds"}}}),
          ['spec.trafficPolicy.loadBalancer.simple', 'Unsupported value: "FASTEST"']),
+        # Istio's own CEL rules, with its messages.
+        ("route timeout 0s",
+         obj("v1", "VirtualService", "bad-timeout", {
+             "hosts": ["reviews"], "http": [{"route": route, "timeout": "0s"}]}),
+         ["spec.http[0].timeout", "must be a valid duration greater than 1ms"]),
+        ("connect timeout 100us",
+         obj("v1", "DestinationRule", "bad-connect-timeout", {
+             "host": "reviews",
+             "trafficPolicy": {"connectionPool": {"tcp": {"connectTimeout": "100us"}}}}),
+         ["spec.trafficPolicy.connectionPool.tcp.connectTimeout",
+          "must be a valid duration greater than 1ms"]),
+        ("destination rule workloadSelector with a wildcard value",
+         obj("v1", "DestinationRule", "bad-selector", {
+             "host": "reviews", "workloadSelector": {"matchLabels": {"app": "*"}}}),
+         ["spec.workloadSelector.matchLabels", "wildcard not allowed in label value match"]),
+        ("service entry host *",
+         obj("v1", "ServiceEntry", "bad-se-star", {"hosts": ["*"]}),
+         ["spec.hosts[0]", "hostname cannot be wildcard"]),
+        ("service entry port name twice",
+         obj("v1", "ServiceEntry", "bad-se-ports", {
+             "hosts": ["a.example.com"],
+             "ports": [{"number": 80, "name": "http"}, {"number": 81, "name": "http"}]}),
+         ["spec.ports[1]", "Duplicate value"]),
+        ("service entry port number twice",
+         obj("v1", "ServiceEntry", "bad-se-numbers", {
+             "hosts": ["a.example.com"],
+             "ports": [{"number": 80, "name": "a"}, {"number": 80, "name": "b"}]}),
+         ["spec.ports", "port number cannot be duplicated"]),
+        ("service entry NONE with endpoints",
+         obj("v1", "ServiceEntry", "bad-se-none", {
+             "hosts": ["a.example.com"], "endpoints": [{"address": "1.2.3.4"}]}),
+         ["spec", "NONE mode cannot set endpoints"]),
+        ("service entry CIDR with DNS",
+         obj("v1", "ServiceEntry", "bad-se-cidr", {
+             "hosts": ["a.example.com"], "addresses": ["10.0.0.0/8"], "resolution": "DNS"}),
+         ["spec", "CIDR addresses are allowed only for NONE/STATIC resolution types"]),
+        ("service entry endpoint without address",
+         obj("v1", "ServiceEntry", "bad-se-endpoint", {
+             "hosts": ["a.example.com"], "resolution": "STATIC",
+             "endpoints": [{"labels": {"a": "b"}}]}),
+         ["spec.endpoints[0]", "Address is required"]),
         ("destination rule maxEjectionPercent 101",
          obj("v1", "DestinationRule", "bad-ejection", {
              "host": "reviews",

@@ -96,6 +96,59 @@ spec:
   CHECK(ok.Valid());
 }
 
+TEST_CASE("Istio fields the CRDs carry: mirror_percent, backendUtilization") {
+  auto vs = One(R"(apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: catalog}
+spec:
+  hosts: [catalog]
+  http:
+  - route:
+    - destination: {host: catalog}
+    mirror: {host: catalog-v2}
+    mirror_percent: 30
+)");
+  CHECK(vs.Valid());
+  const auto& route = vs.As<skiff::api::VirtualService>().http.at(0);
+  REQUIRE(route.mirrors.size() == 1);
+  CHECK(route.mirrors[0].percentage->value == 30);
+  REQUIRE(vs.messages.size() == 1);
+  CHECK(vs.messages[0].Format() ==
+        "spec.http[0].mirror_percent: using deprecated setting \"mirror_percent\", use "
+        "\"mirrorPercentage\" instead");
+
+  auto dr = One(R"(apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: catalog}
+spec:
+  host: catalog
+  trafficPolicy:
+    loadBalancer:
+      backendUtilization: {weightUpdatePeriod: 1s, errorUtilizationPenaltyPercent: 10}
+)");
+  CHECK(dr.Valid());
+  REQUIRE(dr.messages.size() == 1);
+  CHECK(dr.messages[0].Format() ==
+        "spec.trafficPolicy.loadBalancer.backendUtilization: utilization-based load balancing is "
+        "not supported by skiff yet; round robin is used");
+  auto both = One(R"(apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: catalog}
+spec:
+  host: catalog
+  trafficPolicy:
+    loadBalancer:
+      simple: RANDOM
+      backendUtilization: {weightUpdatePeriod: 2x}
+)");
+  CHECK(Errors(both) ==
+        std::vector<std::string>{
+            "spec.trafficPolicy.loadBalancer.backendUtilization.weightUpdatePeriod: invalid "
+            "duration \"2x\"",
+            "spec.trafficPolicy.loadBalancer: only one of simple, consistentHash or "
+            "backendUtilization can be set"});
+}
+
 TEST_CASE("unknown fields are warnings, not errors") {
   auto o = One(R"(apiVersion: networking.istio.io/v1
 kind: DestinationRule

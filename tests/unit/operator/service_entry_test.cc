@@ -209,6 +209,45 @@ TEST_CASE("service entry: what each resolution allows of endpoints") {
             "resolution DNS_ROUND_ROBIN takes at most one endpoint (got 2)"));
 }
 
+TEST_CASE("service entry: DYNAMIC_DNS takes wildcard hosts, HTTP or TLS ports, no addresses") {
+  auto ok = One(R"(  hosts: ['*.example.com', '*wiki.org']
+  ports: [{number: 443, name: tls, protocol: TLS}, {number: 80, name: http, protocol: HTTP}]
+  resolution: DYNAMIC_DNS
+)");
+  CHECK(Errors(ok).empty());
+  CHECK(Warnings(ok).empty());  // a partial wildcard is no warning with DYNAMIC_DNS
+  auto bad = Errors(One(R"(  hosts: ['*.example.com', api.example.com]
+  addresses: [10.0.0.1]
+  ports: [{number: 5432, name: pg, protocol: TCP}, {number: 81, name: other}]
+  resolution: DYNAMIC_DNS
+  endpoints: [{address: 1.2.3.4}]
+)"));
+  CHECK(Has(bad, "spec.hosts[1]: host must be wildcarded for resolution mode DYNAMIC_DNS"));
+  CHECK(Has(bad, "spec.addresses: addresses cannot be set for resolution type DYNAMIC_DNS"));
+  CHECK(Has(bad, "spec.endpoints: endpoints cannot be set for resolution type DYNAMIC_DNS"));
+  CHECK(Has(bad,
+            "spec.ports[0].protocol: only HTTP, TLS, GRPC and HTTP2 are supported for "
+            "resolution type DYNAMIC_DNS (got TCP)"));
+  CHECK(Has(bad,
+            "spec.ports[1].protocol: only HTTP, TLS, GRPC and HTTP2 are supported for "
+            "resolution type DYNAMIC_DNS (protocol unset)"));
+  CHECK(Has(Errors(One("  hosts: ['*.a.com']\n  resolution: MAGIC\n")),
+            "spec.resolution: unsupported resolution type \"MAGIC\" (NONE, STATIC, DNS, "
+            "DNS_ROUND_ROBIN, DYNAMIC_DNS)"));
+  // Valid, but not served: its status says so.
+  skiff::translate::Translator t(Decode(R"(apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: dyn, namespace: shop}
+spec:
+  hosts: ['*.example.com']
+  ports: [{number: 80, name: http, protocol: HTTP}]
+  resolution: DYNAMIC_DNS
+)"));
+  const auto* st = StatusOf(t, "dyn");
+  REQUIRE(st != nullptr);
+  CHECK(Has(st->warnings, "spec.resolution: DYNAMIC_DNS is not served by skiff yet"));
+}
+
 TEST_CASE("service entry: several hosts need HTTP or TLS ports unless resolution is NONE") {
   CHECK(Has(Errors(One("  hosts: [a.com, b.com]\n  ports: [{number: 5432, name: pg, protocol: "
                        "TCP}]\n  resolution: DNS\n")),

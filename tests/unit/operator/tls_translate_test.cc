@@ -99,6 +99,36 @@ TEST_CASE("translate: a missing Secret leaves its server out and names the field
   CHECK(t.Build(other).secrets_size() == 0);
 }
 
+TEST_CASE("translate: ecdhCurves reach the filter chain; ones skiff-proxy lacks are warned") {
+  auto objs = Decode(
+      "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: gw, namespace: shop}\n"
+      "spec:\n  selector: {istio: ingressgateway}\n  servers:\n"
+      "  - port: {number: 443, name: a, protocol: HTTPS}\n    hosts: [a.example]\n"
+      "    tls:\n      mode: SIMPLE\n      serverCertificate: /c.pem\n      privateKey: /k.pem\n"
+      "      ecdhCurves: [X25519MLKEM768, P-384, X25519, curve9, P-384]\n");
+  REQUIRE(objs.size() == 1);
+  CHECK(objs[0].Valid());
+  std::vector<std::string> warnings;
+  for (const auto& m : objs[0].messages) {
+    warnings.push_back(m.Format());
+  }
+  CHECK(warnings == std::vector<std::string>{
+                        "spec.servers[0].tls.ecdhCurves[0]: ECDH curve \"X25519MLKEM768\" is not "
+                        "supported by skiff-proxy; left out",
+                        "spec.servers[0].tls.ecdhCurves[3]: unknown ECDH curve \"curve9\" "
+                        "(X25519, P-256, P-384, P-521); left out",
+                        "spec.servers[0].tls.ecdhCurves[4]: ECDH curve \"P-384\" is listed twice"});
+  skiff::translate::Translator t(std::move(objs));
+  skiff::translate::ProxyGroup group;
+  group.labels = {{"istio", "ingressgateway"}};
+  auto snap = t.Build(group);
+  REQUIRE(snap.listeners_size() == 1);
+  const auto& tls = snap.listeners(0).filter_chains(0).tls();
+  REQUIRE(tls.ecdh_curves_size() == 2);
+  CHECK(tls.ecdh_curves(0) == "P-384");
+  CHECK(tls.ecdh_curves(1) == "X25519");
+}
+
 TEST_CASE("translate: a Secret whose PEM does not parse is refused with its reason") {
   auto objs = Decode(
       "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: gw, namespace: shop}\n"

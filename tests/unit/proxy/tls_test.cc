@@ -3,6 +3,7 @@
 
 #include <fcntl.h>
 #include <openssl/ec.h>
+#include <openssl/err.h>
 #include <openssl/pem.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
@@ -321,6 +322,45 @@ TEST_CASE("tls: contexts refuse a key that does not match and unknown ciphers") 
   so.cipher_suites = {};
   so.max_version = "TLSV1_1";
   CHECK(TlsContext::Server(so, &error) == nullptr);
+}
+
+TEST_CASE("tls: ecdhCurves limit the key exchange groups a client may use") {
+  KeyPair server = MakeCert("shop.example", {"DNS:shop.example"});
+  std::string error;
+  skiff::net::TlsServerOptions so;
+  so.certificate_chain = server.cert;
+  so.private_key = server.key;
+  so.ecdh_curves = {"P-384"};
+  auto sctx = TlsContext::Server(so, &error);
+  INFO(error);
+  REQUIRE(sctx);
+  for (const char* version : {"1.3", "1.2"}) {
+    INFO("TLS " << version);
+    auto attempt = [&](const char* groups) {
+      SSL_CTX* cctx = SSL_CTX_new(TLS_client_method());
+      int v = std::string(version) == "1.3" ? TLS1_3_VERSION : TLS1_2_VERSION;
+      SSL_CTX_set_min_proto_version(cctx, v);
+      SSL_CTX_set_max_proto_version(cctx, v);
+      REQUIRE(SSL_CTX_set1_groups_list(cctx, groups) == 1);
+      auto [sfd, cfd] = SocketPair();
+      auto s = TlsTransport::Server(sfd, sctx, {});
+      bool ok;
+      {
+        StockClient c(cctx, cfd);
+        ok = c.Run(*s);
+      }
+      SSL_CTX_free(cctx);
+      ERR_clear_error();
+      return ok;
+    };
+    CHECK_FALSE(attempt("X25519:P-256"));
+    // TLS 1.2 also needs the certificate's own curve (P-256) among the client's groups
+    // (RFC 8422 section 5.1); TLS 1.3 does not.
+    CHECK(attempt(std::string(version) == "1.3" ? "X25519:P-384" : "P-256:P-384"));
+  }
+  so.ecdh_curves = {"P-384", "curve9"};
+  CHECK(TlsContext::Server(so, &error) == nullptr);
+  CHECK(error.find("ecdhCurves") != std::string::npos);
 }
 
 TEST_CASE("tls: the server name of a ClientHello, however it arrives") {

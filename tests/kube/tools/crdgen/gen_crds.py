@@ -52,11 +52,19 @@ def number(desc, **kw):
     return d(desc, dict(type="number", format="double", **kw))
 
 
-def duration(desc):
-    # Istio's CRDs leave durations to the validating webhook (as skiff's does), whose
-    # message names the resource and the field path; a pattern here would answer first
-    # (the API server checks the schema before it calls validating webhooks).
-    return d(desc, {"type": "string"})
+def duration(desc, at_least_1ms=False):
+    # Durations are strings; where Istio's own CRDs check one with CEL (at least 1ms), so
+    # does this one, with Istio's message: the API server answers it before it calls the
+    # validating webhook. The others are left to the webhook, as Istio does.
+    s = d(desc, {"type": "string"})
+    if at_least_1ms:
+        s["x-kubernetes-validations"] = [{"rule": "duration(self) >= duration('1ms')",
+                                          "message": "must be a valid duration greater than 1ms"}]
+    return s
+
+
+def min_duration(desc):
+    return duration(desc, at_least_1ms=True)
 
 
 def strings(desc, **kw):
@@ -145,10 +153,19 @@ def headers(desc):
 
 
 def workload_selector(desc):
-    return obj(desc, {
-        "matchLabels": string_map("Labels a workload must carry (all of them) to be selected.",
-                                  maxProperties=4096),
+    labels = string_map("Labels a workload must carry (all of them) to be selected.",
+                        maxProperties=4096)
+    labels["additionalProperties"].update({
+        "maxLength": 63,
+        "x-kubernetes-validations": [{"rule": '!self.contains("*")',
+                                      "message": "wildcard not allowed in label value match"}],
     })
+    labels["x-kubernetes-validations"] = [
+        {"rule": 'self.all(key, !key.contains("*"))',
+         "message": "wildcard not allowed in label key match"},
+        {"rule": "self.all(key, key.size() != 0)", "message": "key must not be empty"},
+    ]
+    return obj(desc, {"matchLabels": labels})
 
 
 # --- Gateway ---------------------------------------------------------------------------
@@ -180,6 +197,8 @@ def server_tls():
         "minProtocolVersion": enum("Lowest TLS version accepted.", protocols),
         "maxProtocolVersion": enum("Highest TLS version accepted.", protocols),
         "cipherSuites": strings("Allowed cipher suites; empty means the proxy's defaults."),
+        "ecdhCurves": strings("Allowed ECDH curves (key exchange groups), e.g. X25519, P-256; "
+                              "empty means the proxy's defaults."),
         "insecureSkipVerify": boolean("Do not verify client certificates."),
     })
     tls["x-kubernetes-validations"] = [
@@ -259,8 +278,8 @@ def http_route():
     }, required=["status"])
     delay = with_oneof(obj("Delay a share of requests before forwarding them.", {
         "percent": int32("Deprecated integer share; use percentage.", minimum=0, maximum=100),
-        "fixedDelay": duration("How long to delay, e.g. 5s."),
-        "exponentialDelay": duration("Exponential delay (accepted, not implemented by Istio)."),
+        "fixedDelay": min_duration("How long to delay, e.g. 5s."),
+        "exponentialDelay": min_duration("Exponential delay (accepted, not implemented by Istio)."),
         "percentage": percent("Share of requests delayed; absent means all."),
     }), "fixedDelay", "exponentialDelay")
     abort = with_oneof(obj("Fail a share of requests without forwarding them.", {
@@ -295,16 +314,16 @@ def http_route():
                 "rewrite": string("Replacement; may use capture groups such as \\1."),
             }),
         }),
-        "timeout": duration("Overall timeout of the request, all retries included; unset means none."),
+        "timeout": min_duration("Overall timeout of the request, all retries included; unset means none."),
         "retries": obj("Retry policy.", {
             "attempts": int32("Number of retries after the first try.", minimum=0),
-            "perTryTimeout": duration("Timeout of each try."),
+            "perTryTimeout": min_duration("Timeout of each try."),
             "retryOn": string("Comma-separated retry conditions (5xx, gateway-error, reset, "
                               "connect-failure, refused-stream, retriable-4xx, "
                               "retriable-status-codes, gRPC codes) and bare status codes."),
             "retryRemoteLocalities": boolean("Allow retries to go to other localities."),
             "retryIgnorePreviousHosts": boolean("Prefer hosts not tried before when retrying."),
-            "backoff": duration("Minimum wait between retries."),
+            "backoff": min_duration("Minimum wait between retries."),
         }),
         "fault": obj("Faults to inject into matching traffic.", {
             "delay": delay,
@@ -318,6 +337,8 @@ def http_route():
                          }, required=["destination"])),
         "mirrorPercent": uint32("Deprecated integer share for mirror; use mirrorPercentage.",
                                 maximum=100),
+        "mirror_percent": uint32("The same as mirrorPercent (Istio's API takes its proto name too).",
+                                 maximum=100),
         "mirrorPercentage": percent("Share of requests copied to mirror; absent means all."),
         "corsPolicy": obj("CORS policy answered by the proxy.", {
             "allowOrigin": strings("Deprecated; use allowOrigins."),
@@ -325,7 +346,7 @@ def http_route():
             "allowMethods": strings("Access-Control-Allow-Methods."),
             "allowHeaders": strings("Access-Control-Allow-Headers."),
             "exposeHeaders": strings("Access-Control-Expose-Headers."),
-            "maxAge": duration("Access-Control-Max-Age."),
+            "maxAge": min_duration("Access-Control-Max-Age."),
             "allowCredentials": boolean("Access-Control-Allow-Credentials."),
             "unmatchedPreflights": enum("What to do with preflight requests from origins that are not "
                                         "allowed: forward them upstream or ignore them.",
@@ -449,13 +470,22 @@ def load_balancer():
             "failoverPriority": strings("Labels ordering endpoints by how closely they match the client."),
             "minClusterSize": uint64("Below this cluster size zone awareness is off."),
         }),
-        "warmupDurationSecs": duration("Ramp traffic to new endpoints up over this long."),
+        "warmupDurationSecs": min_duration("Ramp traffic to new endpoints up over this long."),
         "warmup": obj("Traffic ramp-up for new endpoints.", {
-            "duration": duration("How long the ramp-up lasts."),
+            "duration": min_duration("How long the ramp-up lasts."),
             "minimumPercent": number("Share of traffic a new endpoint starts with.", minimum=0, maximum=100),
             "aggression": number("Shape of the ramp (1 is linear).", minimum=1),
         }, required=["duration"]),
-    }), "simple", "consistentHash")
+        "backendUtilization": obj("Weight endpoints by the load they report (ORCA metrics).", {
+            "weightUpdatePeriod": duration("How often the weights are recomputed."),
+            "weightExpirationPeriod": duration("An endpoint silent for this long gets the default weight."),
+            "weightStabilizationPeriod": duration("How long an endpoint reports before its weight is used."),
+            "errorUtilizationPenaltyPercent": uint32("Extra utilization for endpoints that "
+                                                     "answer with errors, as a percentage."),
+            "metricNamesForComputingUtilization": strings("ORCA metric names that make up the "
+                                                          "utilization."),
+        }),
+    }), "simple", "consistentHash", "backendUtilization")
     lb["x-kubernetes-validations"] = [
         {"rule": "!(has(self.warmupDurationSecs) && has(self.warmup))",
          "message": "only one of warmupDurationSecs or warmup can be set"},
@@ -467,13 +497,13 @@ def connection_pool():
     return obj("Limits on connections and requests to each upstream host (circuit breaking).", {
         "tcp": obj("Limits and timeouts of upstream connections (HTTP and TCP).", {
             "maxConnections": int32("Most connections open to one host.", minimum=0),
-            "connectTimeout": duration("Timeout for establishing a connection."),
+            "connectTimeout": min_duration("Timeout for establishing a connection."),
             "tcpKeepalive": obj("Enable TCP keepalive on upstream connections.", {
                 "probes": uint32("Unanswered probes before the connection is dropped."),
-                "time": duration("Idle time before the first probe."),
-                "interval": duration("Time between probes."),
+                "time": min_duration("Idle time before the first probe."),
+                "interval": min_duration("Time between probes."),
             }),
-            "maxConnectionDuration": duration("Close connections older than this."),
+            "maxConnectionDuration": min_duration("Close connections older than this."),
             "idleTimeout": duration("Close connections idle for this long."),
         }),
         "http": obj("Limits of HTTP traffic to upstream hosts.", {
@@ -482,14 +512,14 @@ def connection_pool():
             "maxRequestsPerConnection": int32("Requests per connection before it is closed "
                                               "(0: unlimited, 1: no keep-alive).", minimum=0),
             "maxRetries": int32("Most retries in flight to the cluster at once.", minimum=0),
-            "idleTimeout": duration("Close upstream connections idle for this long."),
+            "idleTimeout": min_duration("Close upstream connections idle for this long."),
             "h2UpgradePolicy": enum("Whether HTTP/1.1 upstream connections are upgraded to HTTP/2.",
                                     ["DEFAULT", "DO_NOT_UPGRADE", "UPGRADE"]),
             "useClientProtocol": boolean("Use the client's HTTP version upstream."),
             "maxConcurrentStreams": int32("Most concurrent streams on one HTTP/2 connection.", minimum=0),
             "http2KeepAlive": obj("HTTP/2 PING keepalive.", {
-                "interval": duration("Time between PINGs."),
-                "timeout": duration("Time to wait for a PING reply."),
+                "interval": min_duration("Time between PINGs."),
+                "timeout": min_duration("Time to wait for a PING reply."),
             }),
         }),
     })
@@ -503,8 +533,8 @@ def outlier_detection():
         "consecutiveLocalOriginFailures": uint32("Local-origin failures in a row before ejection."),
         "consecutiveGatewayErrors": uint32("502/503/504 answers in a row before ejection."),
         "consecutive5xxErrors": uint32("5xx answers in a row before ejection."),
-        "interval": duration("How often hosts are evaluated."),
-        "baseEjectionTime": duration("Ejection time, multiplied by the number of ejections."),
+        "interval": min_duration("How often hosts are evaluated."),
+        "baseEjectionTime": min_duration("Ejection time, multiplied by the number of ejections."),
         "maxEjectionPercent": int32("Most hosts that may be ejected, as a percentage.",
                                     minimum=0, maximum=100),
         "minHealthPercent": int32("Ejection stops when fewer hosts than this percentage are healthy.",
@@ -580,46 +610,96 @@ def destination_rule_spec():
 
 
 def service_entry_spec():
+    def cel(rule, message):
+        return {"rule": rule, "message": message}
+
     port = obj("A port of the service.", {
         "number": port_number("Port number, 1-65535."),
         "protocol": string("HTTP, HTTPS, HTTP2, GRPC, GRPC-WEB, TCP, TLS, MONGO, MYSQL, REDIS "
-                           "or UDP; unset: detected."),
-        "name": string("Name of the port (a DNS label), unique in the entry."),
-        "targetPort": uint32("Port the endpoints receive on, when they do not name one."),
+                           "or UDP; unset: detected.", maxLength=256),
+        "name": string("Name of the port (a DNS label), unique in the entry.", maxLength=256),
+        "targetPort": port_number("Port the endpoints receive on, when they do not name one."),
     }, required=["number", "name"])
+    endpoint_port = {"type": "integer", "minimum": 1, "maximum": 65535}
     endpoint = obj("One endpoint of the service (a WorkloadEntry).", {
         "address": string("IP address, DNS name (resolution DNS) or unix:// socket path.",
-                          maxLength=256),
+                          maxLength=256, **{"x-kubernetes-validations": [
+                              cel('self.startsWith("unix://") ? (self.substring(7, 8) == "/" || '
+                                  'self.substring(7, 8) == "@") : true',
+                                  "UDS must be an absolute path or abstract socket"),
+                              cel('self.startsWith("unix://") ? !self.endsWith("/") : true',
+                                  "UDS may not be a dir"),
+                          ]}),
         "ports": d("This endpoint's port for each service port, by the port's name.",
-                   {"type": "object", "additionalProperties": {"type": "integer", "minimum": 1,
-                                                               "maximum": 65535},
-                    "maxProperties": 128}),
+                   {"type": "object", "additionalProperties": endpoint_port,
+                    "maxProperties": 128,
+                    "x-kubernetes-validations": [
+                        cel('self.all(key, size(key) < 63 && '
+                            'key.matches("^[a-zA-Z0-9](?:[-a-zA-Z0-9]*[a-zA-Z0-9])?$"))',
+                            "port name must be valid")]}),
         "labels": string_map("Labels of the endpoint (subsets select by them).",
                              maxProperties=256),
-        "network": string("Network the endpoint is in."),
-        "locality": string("Locality of the endpoint (region/zone/subzone)."),
+        "network": string("Network the endpoint is in.", maxLength=2048),
+        "locality": string("Locality of the endpoint (region/zone/subzone).", maxLength=2048),
         "weight": uint32("Load-balancing weight of the endpoint."),
-        "serviceAccount": string("Service account of the workload."),
+        "serviceAccount": string("Service account of the workload.", maxLength=253),
     })
-    return obj("Adds hosts to the mesh's service registry: services outside the cluster (APIs, "
+    endpoint["x-kubernetes-validations"] = [
+        cel("has(self.address) || has(self.network)", "Address is required"),
+        cel('(has(self.address) ? self.address : "").startsWith("unix://") ? !has(self.ports) : true',
+            "UDS may not include ports"),
+    ]
+    selector_labels = string_map("Labels a pod must carry (all of them).", maxProperties=256)
+    selector_labels["additionalProperties"].update({
+        "maxLength": 63,
+        "x-kubernetes-validations": [cel('!self.contains("*")',
+                                         "wildcard is not supported in selector")],
+    })
+    hosts = strings("Hosts of the service: DNS names, optionally with a leading wildcard.",
+                    minItems=1, maxItems=256)
+    hosts["items"]["x-kubernetes-validations"] = [cel('self != "*"', "hostname cannot be wildcard")]
+    addresses = strings("Virtual IPs or CIDRs of the service.", maxItems=256)
+    addresses["items"]["maxLength"] = 64
+    # Ports are a map keyed by name, as in Istio's CRD: a name twice is refused, and
+    # server-side apply merges the list by name.
+    ports = array("Ports of the service.", port, maxItems=256, **{
+        "x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"],
+        "x-kubernetes-validations": [
+            cel("self.all(l1, self.exists_one(l2, l1.number == l2.number))",
+                "port number cannot be duplicated")]})
+    spec = obj("Adds hosts to the mesh's service registry: services outside the cluster (APIs, "
                "databases, VMs) or inside it, with their ports and endpoints, so that "
                "VirtualServices and DestinationRules can route to them.", {
-        "hosts": strings("Hosts of the service: DNS names, optionally with a leading wildcard.",
-                         minItems=1, maxItems=256),
-        "addresses": strings("Virtual IPs or CIDRs of the service.", maxItems=256),
-        "ports": array("Ports of the service.", port, maxItems=256),
+        "hosts": hosts,
+        "addresses": addresses,
+        "ports": ports,
         "location": enum("Whether the service is part of the mesh.",
                          ["MESH_EXTERNAL", "MESH_INTERNAL"]),
         "resolution": enum("How the endpoints are found: NONE (the address the client used), "
-                           "STATIC (the endpoints' IPs), DNS or DNS_ROUND_ROBIN.",
-                           ["NONE", "STATIC", "DNS", "DNS_ROUND_ROBIN"]),
+                           "STATIC (the endpoints' IPs), DNS, DNS_ROUND_ROBIN or DYNAMIC_DNS "
+                           "(each request's own host, resolved when it arrives).",
+                           ["NONE", "STATIC", "DNS", "DNS_ROUND_ROBIN", "DYNAMIC_DNS"]),
         "endpoints": array("Endpoints of the service.", endpoint, maxItems=4096),
         "workloadSelector": obj("Pods (of the entry's namespace) that are the endpoints.", {
-            "labels": string_map("Labels a pod must carry (all of them).", maxProperties=256),
+            "labels": selector_labels,
         }),
         "exportTo": strings("Namespaces that may see this entry ('.' this one, '*' all)."),
         "subjectAltNames": strings("Subject alternative names the endpoints' certificates carry."),
     }, required=["hosts"])
+    # Istio's own rules, with its messages.
+    spec["x-kubernetes-validations"] = [
+        cel("(has(self.workloadSelector) ? 1 : 0) + (has(self.endpoints) ? 1 : 0) <= 1",
+            "only one of WorkloadSelector or Endpoints can be set"),
+        cel('!((has(self.addresses) ? self.addresses : []).exists(k, k.contains("/")) && '
+            '!((has(self.resolution) ? self.resolution : "NONE") in ["STATIC", "NONE"]))',
+            "CIDR addresses are allowed only for NONE/STATIC resolution types"),
+        cel('((has(self.resolution) ? self.resolution : "NONE") == "NONE") ? '
+            '!has(self.endpoints) : true', "NONE mode cannot set endpoints"),
+        cel('((has(self.resolution) ? self.resolution : "") == "DNS_ROUND_ROBIN") ? '
+            '((has(self.endpoints) ? self.endpoints : []).size() <= 1) : true',
+            "DNS_ROUND_ROBIN mode cannot have multiple endpoints"),
+    ]
+    return spec
 
 
 # --- CRD assembly ----------------------------------------------------------------------
