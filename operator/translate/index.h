@@ -86,16 +86,19 @@ class Index {
   };
   [[nodiscard]] const SecretEntry* SecretFor(std::string_view ns, std::string_view name) const;
 
-  // What a TLS server's certificates come from (its credentialName, resolved in the
-  // Gateway's namespace), or why it cannot be served.
+  // What a TLS server's certificates come from, or why it cannot be served. As Istio, its
+  // credentialName is a Secret of the gateway proxy's namespace (`proxy_ns`); when that
+  // namespace has none of that name (or is not known: empty), the Gateway's own (`ns`).
   struct ServerCredentials {
     const SecretEntry* cert = nullptr;  // credentialName
     const SecretEntry* ca = nullptr;    // its own CA, or the `<name>-cacert` Secret's
+    std::string ns;                     // the namespace they were taken from
     std::string problem;                // "spec.servers[N].tls.credentialName: ..." or empty
   };
   [[nodiscard]] ServerCredentials CredentialsFor(const std::string& ns,
                                                  const api::ServerTLSSettings& tls,
-                                                 size_t server_index) const;
+                                                 size_t server_index,
+                                                 const std::string& proxy_ns = "") const;
 
   std::vector<api::Object> owned;
   // Every Gateway, VirtualService and DestinationRule (valid or not) by kind/ns/name.

@@ -128,23 +128,17 @@ void Index::CheckReferencedSecrets() {
   if (secrets.empty()) {
     return;
   }
-  auto check = [&](const std::string& key) {
-    auto it = secrets.find(key);
-    if (it != secrets.end()) {
-      Check(&it->second);
-    }
-  };
+  // A Gateway's credentialName is a Secret of its proxies' namespace (any of them), or of
+  // the Gateway's own; a DestinationRule's one of the proxy's namespace.
+  std::set<std::string, std::less<>> names;
   for (const api::Object* gw : gateways) {
     for (const auto& s : gw->As<api::Gateway>().servers) {
       if (s.tls && !s.tls->credential_name.empty()) {
-        std::string key = gw->meta.namespace_ + "/" + s.tls->credential_name;
-        check(key);
-        check(key + "-cacert");
+        names.insert(s.tls->credential_name);
+        names.insert(s.tls->credential_name + "-cacert");
       }
     }
   }
-  // A DestinationRule's credentialName is a Secret of the proxy's namespace: any of them.
-  std::set<std::string, std::less<>> names;
   for (const api::Object* dr : destination_rules) {
     const auto& spec = dr->As<api::DestinationRule>();
     auto add_tls = [&](const std::optional<api::ClientTLSSettings>& tls) {
@@ -177,10 +171,16 @@ void Index::CheckReferencedSecrets() {
   }
 }
 
-Index::ServerCredentials Index::CredentialsFor(const std::string& ns,
+Index::ServerCredentials Index::CredentialsFor(const std::string& gateway_ns,
                                                const api::ServerTLSSettings& tls,
-                                               size_t server_index) const {
+                                               size_t server_index,
+                                               const std::string& proxy_ns) const {
   ServerCredentials out;
+  const std::string& ns =
+      !proxy_ns.empty() && proxy_ns != gateway_ns && SecretFor(proxy_ns, tls.credential_name)
+          ? proxy_ns
+          : gateway_ns;
+  out.ns = ns;
   const bool mutual = tls.mode == "MUTUAL" || tls.mode == "OPTIONAL_MUTUAL";
   if (tls.credential_name.empty()) {
     return out;  // files on the proxy's disk: read (and checked) by the proxy
@@ -189,8 +189,11 @@ Index::ServerCredentials Index::CredentialsFor(const std::string& ns,
   const std::string& name = tls.credential_name;
   out.cert = SecretFor(ns, name);
   if (out.cert == nullptr) {
-    out.problem = at + ": Secret " + ns + "/" + name +
-                  " does not exist (or holds no TLS keys); this server is not served";
+    out.problem =
+        at + ": Secret " + ns + "/" + name + " does not exist (or holds no TLS keys)" +
+        (proxy_ns.empty() ? ", nor does a usable one of that name in another namespace"
+                          : " in the Gateway's namespace nor in the proxy's (" + proxy_ns + ")") +
+        "; this server is not served";
     return out;
   }
   if (!out.cert->cert_problem.empty()) {

@@ -316,6 +316,23 @@ ResourceStatus MakeStatus(const Index& index, const Object& o, Scratch* scratch)
       }
       if (s.tls && s.tls->mode != "PASSTHROUGH") {
         auto creds = index.CredentialsFor(o.meta.namespace_, *s.tls, i);
+        const std::string& name = s.tls->credential_name;
+        if (!creds.problem.empty() && !name.empty() &&
+            index.SecretFor(o.meta.namespace_, name) == nullptr) {
+          // Not in the Gateway's namespace: a gateway proxy reads it from its own (as
+          // Istio), so one of that name elsewhere that can serve is no problem.
+          for (const auto& [key, entry] : index.secrets) {
+            size_t slash = key.find('/');
+            if (std::string_view(key).substr(slash + 1) != name) {
+              continue;
+            }
+            auto there = index.CredentialsFor(o.meta.namespace_, *s.tls, i, key.substr(0, slash));
+            if (there.problem.empty()) {
+              creds = std::move(there);
+              break;
+            }
+          }
+        }
         if (!creds.problem.empty()) {
           problems.push_back(std::move(creds.problem));
         }

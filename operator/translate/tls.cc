@@ -60,7 +60,6 @@ v1::Secret FromEntry(std::string_view ns, std::string_view name, const Index::Se
 
 bool Builder::ServerTlsContext(const Bound& b, v1::TlsServerContext* ctx) {
   const auto& t = *b.server->tls;
-  const std::string& ns = b.gateway->meta.namespace_;
   const bool mutual = t.mode == "MUTUAL" || t.mode == "OPTIONAL_MUTUAL";
   if (t.mode == "MUTUAL") {
     ctx->set_mode(v1::TlsServerContext::MUTUAL);
@@ -70,10 +69,12 @@ bool Builder::ServerTlsContext(const Bound& b, v1::TlsServerContext* ctx) {
     ctx->set_mode(v1::TlsServerContext::SIMPLE);
   }
   if (!t.credential_name.empty()) {
-    auto creds = index_.CredentialsFor(ns, t, b.server_index);
+    auto creds =
+        index_.CredentialsFor(b.gateway->meta.namespace_, t, b.server_index, group_.namespace_);
     if (!creds.problem.empty() || creds.cert == nullptr) {
       return false;
     }
+    const std::string& ns = creds.ns;
     ctx->set_certificate(AddSecret(FromEntry(ns, t.credential_name, *creds.cert)));
     if (mutual) {
       if (creds.ca == creds.cert) {

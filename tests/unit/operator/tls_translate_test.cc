@@ -13,6 +13,7 @@
 #include "operator/api/decode.h"
 #include "operator/store/object_store.h"
 #include "operator/translate/translate.h"
+#include "operator/webhook/certs.h"
 #include "proto/resources.h"
 
 namespace {
@@ -127,6 +128,58 @@ TEST_CASE("translate: ecdhCurves reach the filter chain; ones skiff-proxy lacks 
   REQUIRE(tls.ecdh_curves_size() == 2);
   CHECK(tls.ecdh_curves(0) == "P-384");
   CHECK(tls.ecdh_curves(1) == "X25519");
+}
+
+TEST_CASE("translate: credentialName is the proxy's Secret (as Istio), else the Gateway's") {
+  // Istio's secure-ingress task: the Gateway in default, the Secret next to the ingress
+  // gateway's pods in istio-system.
+  std::string error;
+  auto bundle = skiff::webhook::GenerateCerts(
+      {{"httpbin.example.com"}, {}}, std::chrono::hours(240), std::chrono::hours(24), &error);
+  REQUIRE(error.empty());
+  auto secret = [&](const std::string& ns) {
+    return "---\napiVersion: v1\nkind: Secret\nmetadata: {name: httpbin-credential, namespace: " +
+           ns +
+           "}\ntype: kubernetes.io/tls\ndata:\n  tls.crt: " + skiff::Base64Encode(bundle.cert_pem) +
+           "\n  tls.key: " + skiff::Base64Encode(bundle.key_pem) + "\n";
+  };
+  const std::string gateway =
+      "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: gw, namespace: "
+      "default}\nspec:\n  selector: {istio: ingressgateway}\n  servers:\n"
+      "  - port: {number: 443, name: https, protocol: HTTPS}\n    hosts: [httpbin.example.com]\n"
+      "    tls: {mode: SIMPLE, credentialName: httpbin-credential}\n";
+  auto served_from = [](const skiff::translate::Translator& t, const std::string& ns) {
+    skiff::translate::ProxyGroup group;
+    group.labels = {{"istio", "ingressgateway"}};
+    group.namespace_ = ns;
+    auto snap = t.Build(group);
+    if (snap.listeners_size() == 0) {
+      return std::string("not served");
+    }
+    return snap.listeners(0).filter_chains(0).tls().certificate();
+  };
+  {
+    skiff::translate::Translator t(Decode(gateway + secret("istio-system")));
+    CHECK(served_from(t, "istio-system") == "kubernetes://istio-system/httpbin-credential");
+    CHECK(served_from(t, "other") == "not served");  // neither its namespace nor the Gateway's
+    const auto& st = t.Statuses().at(0);
+    REQUIRE(st.conditions.size() == 2);
+    INFO(st.conditions[1].message);
+    CHECK(st.conditions[1].status == "True");  // a proxy's namespace has it
+  }
+  {
+    // In both: the proxy's own wins; a proxy of another namespace gets the Gateway's.
+    skiff::translate::Translator t(Decode(gateway + secret("istio-system") + secret("default")));
+    CHECK(served_from(t, "istio-system") == "kubernetes://istio-system/httpbin-credential");
+    CHECK(served_from(t, "other") == "kubernetes://default/httpbin-credential");
+  }
+  {
+    skiff::translate::Translator t(Decode(gateway));
+    const auto& st = t.Statuses().at(0);
+    CHECK(st.conditions.at(1).status == "False");
+    CHECK(st.conditions.at(1).message.find("Secret default/httpbin-credential does not exist") !=
+          std::string::npos);
+  }
 }
 
 TEST_CASE("translate: a Secret whose PEM does not parse is refused with its reason") {
