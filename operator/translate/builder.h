@@ -114,7 +114,7 @@ class Builder {
   // credentialName cannot be resolved (the Gateway's status says why).
   bool ServerTlsContext(const Bound& b, v1::TlsServerContext* ctx);
   // DestinationRule trafficPolicy.tls on a cluster (`tls` may be null: none, or DISABLE).
-  void ApplyClientTls(const api::ClientTLSSettings* tls, v1::Cluster* c);
+  void ApplyClientTls(const api::ClientTLSSettings* tls, std::string_view host, v1::Cluster* c);
   // A Secret for the snapshot (once per name); returns its name.
   const std::string& AddSecret(v1::Secret secret);
   // The Secrets the listeners and clusters name, sorted, into the snapshot.

@@ -206,7 +206,7 @@ void Builder::BuildClusters() {
       const api::TrafficPolicy* sub = subset != nullptr ? subset->traffic_policy.get() : nullptr;
       const EffectivePolicy policy = PolicyFor(base, sub, key.port);
       ApplyPolicy(policy, c);
-      ApplyClientTls(policy.tls, c);
+      ApplyClientTls(policy.tls, key.fqdn, c);
     }
     auto* cla = snapshot_->add_endpoints();
     cla->set_cluster_name(key.name.data(), key.name.size());

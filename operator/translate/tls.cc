@@ -137,14 +137,23 @@ bool Builder::ServerTlsContext(const Bound& b, v1::TlsServerContext* ctx) {
   return true;
 }
 
-void Builder::ApplyClientTls(const api::ClientTLSSettings* tls, v1::Cluster* c) {
+void Builder::ApplyClientTls(const api::ClientTLSSettings* tls, std::string_view host,
+                             v1::Cluster* c) {
   if (tls == nullptr || (tls->mode != "SIMPLE" && tls->mode != "MUTUAL")) {
     return;  // none, DISABLE, or ISTIO_MUTUAL (warned about: plain text)
   }
   auto* out = c->mutable_tls();
   const bool mutual = tls->mode == "MUTUAL";
   out->set_mode(mutual ? v1::TlsClientContext::MUTUAL : v1::TlsClientContext::SIMPLE);
-  out->set_sni(tls->sni);
+  // Without an sni, Istio has Envoy send the request's host (auto_sni) and check the
+  // server's certificate against it (auto_san_validation). skiff sends the destination's
+  // host, which the proxy then also checks the certificate against; a wildcard host has no
+  // name to send (the CA is still checked).
+  if (!tls->sni.empty()) {
+    out->set_sni(tls->sni);
+  } else if (host.find('*') == std::string_view::npos) {
+    out->set_sni(host.data(), host.size());
+  }
   for (const auto& s : tls->subject_alt_names) {
     out->add_subject_alt_names(s);
   }

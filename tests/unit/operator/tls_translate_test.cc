@@ -5,6 +5,7 @@
 #include <catch2/catch.hpp>
 #include <chrono>
 #include <condition_variable>
+#include <map>
 #include <mutex>
 #include <string>
 #include <vector>
@@ -179,6 +180,69 @@ TEST_CASE("translate: credentialName is the proxy's Secret (as Istio), else the 
     CHECK(st.conditions.at(1).status == "False");
     CHECK(st.conditions.at(1).message.find("Secret default/httpbin-credential does not exist") !=
           std::string::npos);
+  }
+}
+
+TEST_CASE("translate: TLS origination without sni sends the destination's host") {
+  // Istio's egress TLS origination task: no sni in the DestinationRule; Envoy's auto_sni
+  // sends the host and checks the server's certificate against it.
+  auto objs = Decode(R"(apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: cnn, namespace: default}
+spec:
+  hosts: [edition.cnn.com, '*.wikipedia.org']
+  ports: [{number: 80, name: http-port, protocol: HTTP, targetPort: 443}]
+  resolution: DNS
+  endpoints: [{address: 10.0.0.1}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: cnn, namespace: default}
+spec:
+  host: edition.cnn.com
+  trafficPolicy:
+    portLevelSettings:
+    - port: {number: 80}
+      tls: {mode: SIMPLE}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: wiki, namespace: default}
+spec:
+  host: '*.wikipedia.org'
+  trafficPolicy: {tls: {mode: SIMPLE}}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: named, namespace: default}
+spec:
+  host: named.example.com
+  trafficPolicy: {tls: {mode: SIMPLE, sni: front.example.com}}
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: named, namespace: default}
+spec:
+  hosts: [named.example.com]
+  ports: [{number: 443, name: tls, protocol: TLS}]
+  resolution: DNS
+)");
+  skiff::translate::Translator t(std::move(objs));
+  skiff::translate::ProxyGroup group;
+  group.role = "sidecar";
+  auto snap = t.Build(group);
+  std::map<std::string, std::string> sni;
+  for (const auto& c : snap.clusters()) {
+    if (c.has_tls()) {
+      sni[c.name()] = c.tls().sni();
+    }
+  }
+  CHECK(sni["outbound|80||edition.cnn.com"] == "edition.cnn.com");
+  CHECK(sni["outbound|443||named.example.com"] == "front.example.com");  // as written
+  for (const auto& [name, value] : sni) {
+    if (name.find("wikipedia") != std::string::npos) {
+      CHECK(value.empty());  // a wildcard has no name to send
+    }
   }
 }
 

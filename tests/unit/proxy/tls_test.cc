@@ -324,6 +324,35 @@ TEST_CASE("tls: contexts refuse a key that does not match and unknown ciphers") 
   CHECK(TlsContext::Server(so, &error) == nullptr);
 }
 
+TEST_CASE("tls: an upstream's certificate must be for the SNI host") {
+  KeyPair ca = MakeCert("test CA", {});
+  KeyPair server = MakeCert("shop.example", {"DNS:shop.example"}, &ca);
+  std::string error;
+  skiff::net::TlsServerOptions so;
+  so.certificate_chain = server.cert;
+  so.private_key = server.key;
+  auto sctx = TlsContext::Server(so, &error);
+  REQUIRE(sctx);
+  auto attempt = [&](const std::string& sni, bool skip_verify) {
+    skiff::net::TlsClientOptions co;
+    co.sni = sni;
+    co.ca_certificates = ca.cert;
+    co.insecure_skip_verify = skip_verify;
+    auto cctx = TlsContext::Client(co, &error);
+    REQUIRE(cctx);
+    auto [sfd, cfd] = SocketPair();
+    auto s = TlsTransport::Server(sfd, sctx, {});
+    auto c = TlsTransport::Client(cfd, cctx);
+    Buffer s_in, c_in;
+    bool ok = Pump(*c, *s, &c_in, &s_in);
+    ERR_clear_error();
+    return ok;
+  };
+  CHECK(attempt("shop.example", false));
+  CHECK_FALSE(attempt("other.example", false));  // signed by the CA, but for another host
+  CHECK(attempt("other.example", true));         // insecureSkipVerify
+}
+
 TEST_CASE("tls: ecdhCurves limit the key exchange groups a client may use") {
   KeyPair server = MakeCert("shop.example", {"DNS:shop.example"});
   std::string error;
