@@ -1,5 +1,6 @@
 // VirtualService as a whole: hosts, gateways, exportTo, delegation, tcp and tls routes, and
 // the warnings for rules an earlier one already takes.
+#include <algorithm>
 #include <set>
 
 #include "common/strings.h"
@@ -340,10 +341,23 @@ VirtualService DecodeVirtualService(Reader& spec) {
   ForEachItem(spec, "tls", [&](const nlohmann::json& j, const std::string& path) {
     vs.tls.push_back(CheckTlsRoute(j, path, msgs, vs.hosts));
   });
-  if (vs.tls_routes > 0 && !to_gateway) {
+  // A tls route applies to sidecars when its match names "mesh", or names no gateways and
+  // the VirtualService's own list has "mesh" (or is empty).
+  bool tls_for_mesh = false;
+  for (const auto& route : vs.tls) {
+    tls_for_mesh = tls_for_mesh || (route.match.empty() && mesh);
+    for (const auto& m : route.match) {
+      tls_for_mesh =
+          tls_for_mesh || (m.gateways.empty() ? mesh
+                                              : std::find(m.gateways.begin(), m.gateways.end(),
+                                                          "mesh") != m.gateways.end());
+    }
+  }
+  if (tls_for_mesh) {
     msgs.Warn(spec.Path("tls"),
               "TLS routes are served at gateways (PASSTHROUGH servers); for the mesh they "
-              "are not served by skiff yet");
+              "are not served by skiff yet: a sidecar passes such connections through to the "
+              "address the client connected to");
   }
   AnalyzeUnreachable(vs.http, spec.Path("http"), msgs);
   return vs;

@@ -149,6 +149,40 @@ spec:
             "backendUtilization can be set"});
 }
 
+TEST_CASE("tls routes for the mesh are warned about, also next to gateway ones") {
+  // Istio's egress-gateway task: one VirtualService, bound to mesh and the egress gateway.
+  auto warnings = [](const std::string& gateways, const std::string& match_gateways) {
+    auto o = One(R"(apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: direct-cnn}
+spec:
+  hosts: [edition.cnn.com]
+  gateways: )" + gateways +
+                 R"(
+  tls:
+  - match:
+    - sniHosts: [edition.cnn.com]
+      port: 443
+      gateways: )" +
+                 match_gateways + R"(
+    route:
+    - destination: {host: istio-egressgateway.istio-system.svc.cluster.local, port: {number: 443}}
+)");
+    std::vector<std::string> out;
+    for (const auto& m : o.messages) {
+      if (m.Format().find("for the mesh they are not served") != std::string::npos) {
+        out.push_back(m.Format());
+      }
+    }
+    return out.size();
+  };
+  CHECK(warnings("[istio-egressgateway, mesh]", "[mesh]") == 1);
+  CHECK(warnings("[istio-egressgateway, mesh]", "[]") == 1);
+  CHECK(warnings("[mesh]", "[]") == 1);
+  CHECK(warnings("[istio-egressgateway, mesh]", "[istio-egressgateway]") == 0);
+  CHECK(warnings("[istio-egressgateway]", "[]") == 0);
+}
+
 TEST_CASE("unknown fields are warnings, not errors") {
   auto o = One(R"(apiVersion: networking.istio.io/v1
 kind: DestinationRule
