@@ -310,13 +310,12 @@ OutlierDetection DecodeOutlierDetection(Reader& orr, Messages& msgs) {
   bounded("consecutive5xxErrors", &od.consecutive_5xx_errors, kMaxWeight);
   bounded("consecutiveGatewayErrors", &od.consecutive_gateway_errors, kMaxWeight);
   int64_t legacy = 0;
-  bounded("consecutiveErrors", &legacy, kMaxWeight);  // deprecated: gateway errors in Istio
+  bounded("consecutiveErrors", &legacy, kMaxWeight);
   if (orr.Get("consecutiveErrors") != nullptr) {
+    // Istio no longer reads it: it has no effect.
     msgs.Warn(orr.Path("consecutiveErrors"),
-              "deprecated; use consecutiveGatewayErrors or consecutive5xxErrors");
-  }
-  if (legacy > 0 && od.consecutive_gateway_errors == 0) {
-    od.consecutive_gateway_errors = legacy;
+              "deprecated; use consecutiveGatewayErrors or consecutive5xxErrors (ignored, as "
+              "by Istio)");
   }
   od.interval = PositiveDuration(orr, "interval");
   od.base_ejection_time = PositiveDuration(orr, "baseEjectionTime");

@@ -414,8 +414,8 @@ struct ConnectionPoolSettings {
 };
 
 struct OutlierDetection {
-  int64_t consecutive_5xx_errors = 0;
-  int64_t consecutive_gateway_errors = 0;
+  int64_t consecutive_5xx_errors = -1;     // -1: unset (Envoy's default, 5); 0: off
+  int64_t consecutive_gateway_errors = 0;  // 0: unset or off
   std::optional<Duration> interval;
   std::optional<Duration> base_ejection_time;
   int64_t max_ejection_percent = 0;

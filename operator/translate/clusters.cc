@@ -121,13 +121,12 @@ void Builder::ApplyPolicy(const EffectivePolicy& policy, v1::Cluster* c) {
   if (const auto* od_in = policy.outlier_detection) {
     const auto& in = *od_in;
     auto* od = c->mutable_outlier_detection();
-    // Istio's defaults for fields left out: 5 consecutive 5xx, 10s interval, 30s base
-    // ejection time, 10% max ejection.
-    od->set_consecutive_5xx_errors(static_cast<uint32_t>(in.consecutive_5xx_errors));
+    // As Istio: only the thresholds given are set, Envoy's defaults hold for the rest (5
+    // consecutive 5xx; gateway errors not counted; 10s interval, 30s base ejection time,
+    // 10% max ejection).
+    od->set_consecutive_5xx_errors(
+        in.consecutive_5xx_errors < 0 ? 5 : static_cast<uint32_t>(in.consecutive_5xx_errors));
     od->set_consecutive_gateway_errors(static_cast<uint32_t>(in.consecutive_gateway_errors));
-    if (in.consecutive_5xx_errors == 0 && in.consecutive_gateway_errors == 0) {
-      od->set_consecutive_5xx_errors(5);
-    }
     SetDuration(od->mutable_interval(), in.interval.value_or(std::chrono::seconds(10)));
     SetDuration(od->mutable_base_ejection_time(),
                 in.base_ejection_time.value_or(std::chrono::seconds(30)));

@@ -246,6 +246,41 @@ spec:
   }
 }
 
+TEST_CASE("translate: outlier detection thresholds as Istio sets them") {
+  // Istio sets only the thresholds a DestinationRule gives: 5xx detection stays on at
+  // Envoy's default 5 unless consecutive5xxErrors says otherwise (0 turns it off); gateway
+  // errors count only when consecutiveGatewayErrors is set; the deprecated
+  // consecutiveErrors has no effect.
+  auto thresholds = [](const std::string& od) {
+    auto objs = Decode(
+        "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: r, "
+        "namespace: shop}\nspec:\n  host: reviews.shop.svc.cluster.local\n  trafficPolicy:\n"
+        "    outlierDetection: " +
+        od +
+        "\n---\napiVersion: v1\nkind: Service\nmetadata: {name: reviews, namespace: shop}\n"
+        "spec:\n  ports: [{port: 9080, name: http}]\n");
+    skiff::translate::Translator t(std::move(objs));
+    skiff::translate::ProxyGroup group;
+    group.role = "sidecar";
+    group.namespace_ = "shop";
+    auto snap = t.Build(group);
+    for (const auto& c : snap.clusters()) {
+      if (c.name() == "outbound|9080||reviews.shop.svc.cluster.local") {
+        return std::make_pair(c.outlier_detection().consecutive_5xx_errors(),
+                              c.outlier_detection().consecutive_gateway_errors());
+      }
+    }
+    FAIL("no cluster");
+    return std::make_pair(0u, 0u);
+  };
+  CHECK(thresholds("{interval: 1s}") == std::make_pair(5u, 0u));
+  CHECK(thresholds("{consecutive5xxErrors: 1}") == std::make_pair(1u, 0u));
+  CHECK(thresholds("{consecutiveGatewayErrors: 2}") == std::make_pair(5u, 2u));
+  CHECK(thresholds("{consecutiveGatewayErrors: 2, consecutive5xxErrors: 0}") ==
+        std::make_pair(0u, 2u));
+  CHECK(thresholds("{consecutiveErrors: 1}") == std::make_pair(5u, 0u));
+}
+
 TEST_CASE("translate: a Secret whose PEM does not parse is refused with its reason") {
   auto objs = Decode(
       "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: gw, namespace: shop}\n"
