@@ -2,6 +2,7 @@
 // VirtualServices override; for a captured sidecar also every Service's ClusterIPs and
 // ports, so that a connection's original destination picks how it is served.
 #include <algorithm>
+#include <set>
 
 #include "operator/api/names.h"
 #include "operator/translate/builder.h"
@@ -29,6 +30,8 @@ std::vector<std::string_view> ClusterIps(const api::Service& svc) {
   }
   return out;
 }
+
+constexpr const char* kPassthroughCluster = "PassthroughCluster";
 
 v1::Protocol ProtoProtocol(PortProtocol p) {
   switch (p) {
@@ -85,6 +88,11 @@ void Builder::BuildSidecar() {
     }
   }
   auto* vhosts = table->mutable_virtual_hosts();
+  // Captured: HTTP ports of hosts that have no address (ServiceEntries without addresses,
+  // VirtualService hosts that are no Service; not headless Services, whose pods' addresses
+  // are their own) are routed by Host whatever address the client connected to, as
+  // Istio's 0.0.0.0:<port> listeners.
+  std::set<uint32_t> host_routed;
   for (const auto& entry : index_.services) {
     const std::string& fqdn = entry.fqdn;
     const Object* svc_obj = entry.object;
@@ -131,6 +139,11 @@ void Builder::BuildSidecar() {
       if (protocol == PortProtocol::kNotTcp) {
         continue;
       }
+      if (ips.empty() && entry.service_entry != nullptr &&
+          (protocol == PortProtocol::kHttp || protocol == PortProtocol::kHttp2 ||
+           protocol == PortProtocol::kDetect)) {
+        host_routed.insert(port.port);
+      }
       if (entry.service_entry != nullptr && protocol != PortProtocol::kHttp &&
           protocol != PortProtocol::kHttp2 &&
           entry.service_entry->As<api::ServiceEntry>().hosts.size() > 1) {
@@ -164,8 +177,37 @@ void Builder::BuildSidecar() {
     vh->add_domains(fqdn);
     vh->add_domains(fqdn + ":80");
     AppendRoutes(*vs_obj, "mesh", 0, 80, vh);
+    host_routed.insert(80);
   }
   SortByName(vhosts);  // duplicates go after BuildClusters (see Build)
+  if (group_.capture && !host_routed.empty()) {
+    for (uint32_t p : host_routed) {
+      l->add_host_routed_ports(p);
+    }
+    // A Host nothing serves: passed through to where the client connected (Istio's
+    // allow_any, PassthroughCluster), or 502 with REGISTRY_ONLY (block_all).
+    const bool registry_only =
+        mesh_.outbound_traffic_policy == MeshConfig::OutboundTrafficPolicy::kRegistryOnly;
+    auto* fallback = snapshot_->add_route_tables();
+    fallback->set_name(registry_only ? "block_all" : "allow_any");
+    l->set_fallback_route_table(fallback->name());
+    auto* vh = fallback->add_virtual_hosts();
+    vh->set_name(fallback->name());
+    vh->add_domains()->assign(1, '*');  // (a char, not "*": GCC 12 warns falsely)
+    auto* route = vh->add_routes();
+    route->set_name(fallback->name());
+    if (registry_only) {
+      route->mutable_direct_response()->set_status(502);
+    } else {
+      auto* wc = route->mutable_route()->add_clusters();
+      wc->set_cluster(kPassthroughCluster);
+      wc->set_weight(100);
+      auto* c = snapshot_->add_clusters();
+      c->set_name(kPassthroughCluster);
+      c->set_service(kPassthroughCluster);
+      c->set_original_destination(true);
+    }
+  }
 }
 
 }  // namespace skiff::translate

@@ -146,6 +146,23 @@ std::string BuildCapture(const v1::Listener& l, const std::string& path,
     }
     lc->inbound_ports[p.port()] = ic;
   }
+  for (uint32_t p : l.host_routed_ports()) {
+    if (p == 0 || p > 65535) {
+      return path + ".host_routed_ports: " + std::to_string(p) + " is not a port (1-65535)";
+    }
+    lc->host_routed_ports.push_back(p);
+  }
+  if (!l.fallback_route_table().empty()) {
+    auto t = tables.find(l.fallback_route_table());
+    if (t == tables.end()) {
+      if (strict) {
+        return path + ".fallback_route_table: route table \"" + l.fallback_route_table() +
+               "\" does not exist";
+      }
+    } else {
+      lc->fallback_route_table = t->second;
+    }
+  }
   return {};
 }
 

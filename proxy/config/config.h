@@ -74,6 +74,9 @@ struct ListenerConfig {
   std::unordered_map<std::string, CapturedServiceConfig> services;  // by "address:port"
   bool registry_only = false;
   std::unordered_map<uint32_t, InboundPortConfig> inbound_ports;
+  // Outbound ports whose unknown destinations are HTTP routed by Host (see config.proto).
+  std::vector<uint32_t> host_routed_ports;
+  const router::RouteTable* fallback_route_table = nullptr;
   // TLS (a Gateway's HTTPS / TLS servers): chains by SNI; empty for plain listeners.
   std::vector<FilterChainConfig> filter_chains;
   // TCP (a Gateway's TCP servers): every connection is proxied as bytes to this.

@@ -3,6 +3,8 @@
 #include <sys/epoll.h>
 #include <unistd.h>
 
+#include <algorithm>
+
 #include "proxy/http/sniff.h"
 #include "proxy/net/socket.h"
 #include "proxy/server/downstream_connection.h"
@@ -70,6 +72,16 @@ CaptureDecision DecideCapture(const ListenerConfig& l, const std::string& peer, 
   }
   // Outbound.
   auto it = l.services.find(address + ":" + std::to_string(port));
+  if (it == l.services.end() && std::find(l.host_routed_ports.begin(), l.host_routed_ports.end(),
+                                          port) != l.host_routed_ports.end()) {
+    // HTTP by Host (a host without an address may be asked for); anything else passes
+    // through, or is refused with registry_only.
+    d.kind = CaptureDecision::Kind::kDetect;
+    d.http.host_routed = true;
+    d.tcp = TcpProxy::Target{address, port, {}};
+    d.refuse_tcp = l.registry_only;
+    return d;
+  }
   if (it == l.services.end()) {
     if (l.registry_only) {
       d.kind = CaptureDecision::Kind::kRefuse;
@@ -189,7 +201,16 @@ void ProtocolSniffer::HandOff(bool http) {
     decision_.http.registered = true;  // re-pointed, not removed and added again
     next = std::make_unique<DownstreamConnection>(context_, fd_, std::move(decision_.http),
                                                   in_.view());
+  } else if (decision_.refuse_tcp) {
+    stats.capture_refused_total.fetch_add(1, std::memory_order_relaxed);
+    context_.dispatcher().Remove(fd_);
+    ::close(fd_);
+    context_.ConnectionClosed(this);
+    return;
   } else {
+    if (decision_.http.host_routed) {
+      stats.capture_passthrough_total.fetch_add(1, std::memory_order_relaxed);
+    }
     context_.dispatcher().Remove(fd_);
     next = std::make_unique<TcpProxy>(context_, fd_, in_.view(), decision_.tcp);
   }

@@ -23,6 +23,7 @@ struct CaptureDecision {
   DownstreamInfo http;       // kHttp / kDetect: the HTTP side
   TcpProxy::Target tcp;      // kTcp / kDetect: the TCP side
   bool passthrough = false;  // the TCP side goes to a destination outside the mesh
+  bool refuse_tcp = false;   // kDetect: a connection that is not HTTP is refused
 };
 
 // Pure: what serves a connection accepted on `listener` whose original destination is

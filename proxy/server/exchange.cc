@@ -436,6 +436,10 @@ bool Exchange::PhaseRoute(const http::RequestHead& req) {
     const router::RouteTable* table =
         downstream_->route_table != nullptr ? downstream_->route_table : listener_->route_table;
     const router::VirtualHost* vh = table != nullptr ? table->FindVirtualHost(authority_) : nullptr;
+    if (vh == nullptr && downstream_->host_routed && listener_->fallback_route_table != nullptr) {
+      // A captured request for a host nothing serves: Istio's allow_any / block_all.
+      vh = listener_->fallback_route_table->FindVirtualHost(authority_);
+    }
     if (vh != nullptr) {
       for (const auto& r : vh->routes) {
         if (r.Matches(view)) {

@@ -38,6 +38,9 @@ struct DownstreamInfo {
   uint16_t original_port = 0;
   const router::RouteTable* route_table = nullptr;
   bool inbound = false;
+  // Captured, to an address no service has, on a host-routed port: a Host no virtual host
+  // has is served by the listener's fallback route table.
+  bool host_routed = false;
   // Keeps the routes alive while the connection lasts (a config swap may happen).
   std::shared_ptr<const Config> config;
   // TLS: the request's scheme is https; the server name asked for; the client's verified

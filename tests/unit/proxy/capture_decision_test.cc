@@ -1,5 +1,6 @@
 #include <catch2/catch.hpp>
 
+#include "operator/api/decode.h"
 #include "operator/source/file/load.h"
 #include "operator/translate/translate.h"
 #include "proxy/http/sniff.h"
@@ -188,4 +189,64 @@ TEST_CASE("capture decision: a mesh tcp route picks a destination by weight") {
   auto plain = skiff::proxy::DecideCapture(out, "p", true, "10.96.0.11", 5432, 1);
   REQUIRE(plain.tcp.cluster != nullptr);
   CHECK(plain.tcp.cluster->name == "db");
+}
+
+TEST_CASE("capture decision: a ServiceEntry host without addresses is routed by Host") {
+  // Istio's egress tasks: httpbin.org by DNS, no addresses. A captured connection to any
+  // address on port 80 is HTTP by Host; a Host nothing serves passes through (allow_any),
+  // or gets 502 with REGISTRY_ONLY (block_all); a connection that is not HTTP passes
+  // through, or is refused.
+  for (bool registry_only : {false, true}) {
+    INFO("registry_only " << registry_only);
+    auto loaded = skiff::api::DecodeDocuments(R"(apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: httpbin-ext, namespace: shop}
+spec:
+  hosts: [httpbin.org]
+  ports: [{number: 80, name: http, protocol: HTTP}]
+  resolution: DNS
+  location: MESH_EXTERNAL
+)",
+                                              "se.yaml");
+    REQUIRE(loaded.errors.empty());
+    skiff::translate::MeshConfig mesh;
+    if (registry_only) {
+      mesh.outbound_traffic_policy =
+          skiff::translate::MeshConfig::OutboundTrafficPolicy::kRegistryOnly;
+    }
+    skiff::translate::Translator translator(std::move(loaded.objects), mesh);
+    skiff::translate::ProxyGroup group;
+    group.role = "sidecar";
+    group.namespace_ = "shop";
+    group.capture = true;
+    std::string error;
+    auto cfg = skiff::proxy::Config::Build(translator.Build(group), {}, 1, &error,
+                                           /*strict_references=*/false, /*allow_dns_names=*/true);
+    INFO(error);
+    REQUIRE(cfg != nullptr);
+    const auto& out = cfg->listeners()[0];
+    REQUIRE(out.port == 15001);
+    auto d = skiff::proxy::DecideCapture(out, "p", true, "203.0.113.7", 80);
+    CHECK(d.kind == Kind::kDetect);
+    CHECK(d.http.host_routed);
+    CHECK(d.refuse_tcp == registry_only);
+    CHECK(d.tcp.address == "203.0.113.7");
+    // Another port is not host routed.
+    auto other = skiff::proxy::DecideCapture(out, "p", true, "203.0.113.7", 8443);
+    CHECK(other.kind == (registry_only ? Kind::kRefuse : Kind::kTcp));
+    // The Host is in the route table; another Host finds the fallback.
+    REQUIRE(out.route_table != nullptr);
+    CHECK(out.route_table->FindVirtualHost("httpbin.org") != nullptr);
+    REQUIRE(out.fallback_route_table != nullptr);
+    const auto* fb = out.fallback_route_table->FindVirtualHost("example.com");
+    REQUIRE(fb != nullptr);
+    REQUIRE(fb->routes.size() == 1);
+    if (registry_only) {
+      CHECK(fb->routes[0].proto->direct_response().status() == 502);
+    } else {
+      const auto* pc = cfg->FindCluster("PassthroughCluster");
+      REQUIRE(pc != nullptr);
+      CHECK(pc->original_destination);
+    }
+  }
 }
