@@ -204,6 +204,9 @@ class ServerCodec {
   // The client will send nothing more (HTTP/1: its last request, `Connection: close` or
   // HTTP/1.0, was read whole): closing cannot cut off input, so no lingering close.
   [[nodiscard]] virtual bool peer_done() const { return false; }
+  // A response was cut off whose end only the close marks (HTTP/1 without a length): the
+  // connection ends with a reset, so that the client does not take it as complete.
+  [[nodiscard]] virtual bool abort_connection() const { return false; }
   // Some stream is running.
   [[nodiscard]] virtual bool stream_active() const = 0;
   // Bytes of a request head have arrived but not the whole head.

@@ -351,8 +351,13 @@ void Http1ServerCodec::ResetStream() {
   if (decoder_ == nullptr) {
     return;
   }
+  // The connection ends (HTTP/1 has no other way to say a response broke off): a client
+  // sees a body shorter than its length or without its last chunk; one that only the
+  // close delimits gets a reset instead of the close that would make it look whole.
   close_ = true;
+  abort_ = abort_ || response_ == Response::kUntilClose;
   FinishStream();
+  callbacks_.OnOutput();  // nothing else may come to flush and close it
 }
 
 void Http1ServerCodec::ReadDisable(bool disable) {

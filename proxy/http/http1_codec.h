@@ -45,6 +45,7 @@ class Http1ServerCodec final : public ServerCodec, public ResponseEncoder {
   // Close once `out` is written (after Connection: close, an error, a reset).
   [[nodiscard]] bool close_after_flush() const override { return close_; }
   [[nodiscard]] bool peer_done() const override { return peer_done_; }
+  [[nodiscard]] bool abort_connection() const override { return abort_; }
   [[nodiscard]] bool stream_active() const override { return decoder_ != nullptr; }
   // Bytes of a request head have arrived but not the whole head.
   [[nodiscard]] bool head_in_progress() const override { return head_started_; }
@@ -99,6 +100,7 @@ class Http1ServerCodec final : public ServerCodec, public ResponseEncoder {
   bool expect_continue_ = false;
   bool continue_sent_ = false;
   bool close_ = false;
+  bool abort_ = false;      // close with a reset (see abort_connection)
   bool peer_done_ = false;  // the response answers the client's last request, read whole
   bool read_disabled_ = false;
   bool above_watermark_ = false;

@@ -1,6 +1,7 @@
 #include "proxy/server/downstream_connection.h"
 
 #include <sys/epoll.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -305,6 +306,13 @@ void DownstreamConnection::Flush() {
       continue;
     }
     break;
+  }
+  if (codec_->abort_connection() && !codec_->stream_active()) {
+    // A response only the close delimits broke off: reset, so that it is not taken whole.
+    linger lg{1, 0};
+    ::setsockopt(transport_->fd(), SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+    CloseNow();
+    return;
   }
   if (out_.empty() && !transport_->wants_write() && codec_->close_after_flush() &&
       !codec_->stream_active() && codec_->peer_done() && in_.empty() && !draining_) {

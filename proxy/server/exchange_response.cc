@@ -213,6 +213,7 @@ void Exchange::SendLocalReply(int status, std::string_view body, const char* fla
     return;
   }
   if (encoder_->response_started()) {
+    AddFlag(flag);  // (UT, SI, ...: why the response broke off)
     ResetAndClose();
     return;
   }
@@ -250,6 +251,7 @@ void Exchange::SendGrpcError(int grpc_status, std::string_view message, const ch
     return;
   }
   if (encoder_->response_started()) {
+    AddFlag(flag);  // (UT, SI, ...: why the response broke off)
     ResetAndClose();
     return;
   }

@@ -255,6 +255,7 @@ void Exchange::OnTryFailed(UpstreamRequest& request, http::ResetReason reason) {
       return;
     case http::ResetReason::kRemoteReset:
       if (response_started_) {
+        AddFlag("UR");
         ResetAndClose();
         return;
       }
@@ -266,6 +267,7 @@ void Exchange::OnTryFailed(UpstreamRequest& request, http::ResetReason reason) {
       break;
   }
   if (response_started_) {
+    AddFlag("UC");    // as Envoy: the upstream connection ended mid-response
     ResetAndClose();  // mid-body: the client sees a truncated response
     return;
   }

@@ -274,6 +274,68 @@ def t_stream_idle_timeout(h):
         p.stop()
 
 
+def t_cut_response(h):
+    """An upstream that dies after its response head: the client's connection must end (a
+    reset for a body delimited by the close, which would otherwise look whole), and the
+    proxy must let go of it."""
+    log_path = os.path.join(pt.tempfile.mkdtemp(prefix="skiff-cut-"), "access.log")
+    p = Proxy(snapshot({("*",): [route([to("h")])]}, {"h": [h]}), "--access-log", log_path,
+              concurrency=1)
+    try:
+        for path, version in (("/cut-body", "1.1"), ("/cut-chunked", "1.1"),
+                              ("/cut-body", "1.0")):
+            s = raw(p.port, f"GET {path} HTTP/{version}\r\nHost: x\r\n\r\n".encode(), timeout=15)
+            got, ended = b"", None
+            s.settimeout(10)
+            try:
+                while True:
+                    d = s.recv(65536)
+                    if not d:
+                        ended = "eof"
+                        break
+                    got += d
+            except ConnectionResetError:
+                ended = "reset"
+            except socket.timeout:
+                ended = "still open after 10 s"
+            s.close()
+            check(f"cut response: {path} to an HTTP/{version} client -> the head and the part "
+                  "of the body, then the connection ends", ended in ("eof", "reset") and
+                  got.startswith(b"HTTP/1.1 200"), (ended, got[:300]))
+        # A close-delimited body (an HTTP/1.0 client of a chunked upstream) ends with a reset.
+        s = raw(p.port, b"GET /cut-chunked HTTP/1.0\r\nHost: x\r\n\r\n", timeout=15)
+        s.settimeout(10)
+        ended = None
+        try:
+            while s.recv(65536):
+                pass
+            ended = "eof"
+        except ConnectionResetError:
+            ended = "reset"
+        except socket.timeout:
+            ended = "still open after 10 s"
+        s.close()
+        check("cut response: a body delimited by the close ends with a reset, not a clean close",
+              ended == "reset", ended)
+        freed = wait_until(lambda: [l for l in http_get(p.admin, "/stats")[2].decode()
+                                    .splitlines() if l.startswith("downstream_cx_active:")]
+                           == ["downstream_cx_active: 0"])
+        def log_lines():
+            try:
+                with open(log_path) as f:
+                    return [l for l in f.read().splitlines() if "/cut-" in l]
+            except FileNotFoundError:
+                return []
+        logged = wait_until(lambda: len(log_lines()) >= 4 and log_lines())
+        check("cut response: the access log says the upstream connection ended (200 UC)",
+              bool(logged) and all('" 200 UC ' in l for l in logged), log_lines())
+        check("cut response: the proxy holds none of those connections",
+              bool(freed), [l for l in http_get(p.admin, "/stats")[2].decode().splitlines()
+                            if "downstream_cx" in l])
+    finally:
+        p.stop()
+
+
 def t_path_normalization(h):
     routes = [route(None, {"uri": {"prefix": "/admin"}}), route([to("h")])]
     routes[0].pop("route")
@@ -556,6 +618,7 @@ def main():
     try:
         h = start_hostile()
         tests = [t_no_resend, t_config_injection, t_bounded_local_replies, t_stream_idle_timeout,
+                 t_cut_response,
                  t_path_normalization, t_host_and_authority, t_chunked_reencoded,
                  t_early_response_framing, t_connect_and_upgrade, t_accept_at_fd_limit,
                  t_no_port_sharing, t_weights]

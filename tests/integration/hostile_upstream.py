@@ -8,6 +8,8 @@ Paths (matched at the end of the path, so /any/prefix/drop works; the query is i
   /early     answer 200 as soon as the head arrived, before reading the body; then keep
              reading and discarding whatever comes on that connection
   /early-partial  the same, but only half of the response body is sent
+  /cut-body  answer 200 with content-length 100 but only 9 bytes of body, then close
+  /cut-chunked  answer 200 chunked with one chunk and no last chunk, then close
   /big       answer 200 with a 16 MiB body of "0123456789abcdef" repeated (keep-alive)
   /upgrade   answer 101 Switching Protocols (websocket), whatever the request asked, then
              echo every byte back, prefixed "echo:"
@@ -121,6 +123,13 @@ def serve(sock):
                     c.more()
             body, trailers = c.body(headers)
             if path.endswith("/drop"):
+                return
+            if path.endswith("/cut-body"):
+                sock.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nonly-part")
+                return
+            if path.endswith("/cut-chunked"):
+                sock.sendall(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n"
+                             b"5\r\nhello\r\n")
                 return
             if path.endswith("/hang"):
                 while True:
