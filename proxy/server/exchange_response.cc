@@ -2,6 +2,7 @@
 // and gRPC errors, and what is counted, logged and traced when the exchange ends.
 #include <charconv>
 
+#include "common/strings.h"
 #include "proxy/http/grpc.h"
 #include "proxy/http/headers.h"
 #include "proxy/http/http1_codec.h"
@@ -22,8 +23,11 @@ void Exchange::OnUpstreamHead(UpstreamRequest& request, const http::ResponseHead
   }
   Touch();
   RecordOutcome(upstream::OutcomeOfStatus(head.status), &request.endpoint());
-  if (head.status == 101 && !client_upgrade_) {
-    // An upgrade the client did not ask for cannot be relayed.
+  const http::Header* upgrade = head.status == 101 ? head.Find("upgrade") : nullptr;
+  if (head.status == 101 && (!client_upgrade_ || upgrade == nullptr ||
+                             !http::EqualsIgnoreCase(Trim(upgrade->value), "websocket"))) {
+    // An upgrade the client did not ask for cannot be relayed; nor a 101 that does not
+    // switch to the protocol asked for (it must name it: RFC 9110 15.2.2, 7.8).
     try_->Reset();
     RetireTry();
     SendLocalReply(502, "upstream sent an unexpected upgrade", "UPE");

@@ -492,6 +492,14 @@ def t_connect_and_upgrade(h):
         check("CONNECT -> 405", st == 405, st)
         st, hd, b = request(p.port, "GET", "/upgrade")
         check("upgrade: an upstream 101 the client did not ask for -> 502", st == 502, (st, b))
+        for bad in ("/upgrade-bare", "/upgrade-h2c"):
+            s = raw(p.port, b"GET %s HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\n"
+                            b"Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
+                            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n" % bad.encode())
+            st, hd, b = recv_response(s)
+            s.close()
+            check(f"upgrade: a 101 that does not switch to websocket ({bad}) -> 502 (RFC 9110 "
+                  "15.2.2, 7.8)", st == 502, (st, hd, b))
         s = raw(p.port, b"GET /upgrade HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\n"
                         b"Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
                         b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")

@@ -11,6 +11,7 @@ Paths (matched at the end of the path, so /any/prefix/drop works; the query is i
   /cut-body  answer 200 with content-length 100 but only 9 bytes of body, then close
   /cut-chunked  answer 200 chunked with one chunk and no last chunk, then close
   /big       answer 200 with a 16 MiB body of "0123456789abcdef" repeated (keep-alive)
+  /upgrade-bare, /upgrade-h2c  answer 101 without an Upgrade field, or with "h2c"
   /upgrade   answer 101 Switching Protocols (websocket), whatever the request asked, then
              echo every byte back, prefixed "echo:"
   anything else: 200 with a JSON body {"path", "head", "body"} of what arrived (keep-alive)
@@ -139,6 +140,12 @@ def serve(sock):
                 sock.sendall(b"HTTP/1.1 200 OK\r\ncontent-type: application/octet-stream\r\n"
                              b"content-length: %d\r\n\r\n%s" % (len(big), big))
                 continue
+            if path.endswith("/upgrade-h2c") or path.endswith("/upgrade-bare"):
+                sock.sendall(b"HTTP/1.1 101 Switching Protocols\r\n" +
+                             (b"upgrade: h2c\r\n" if path.endswith("h2c") else b"") +
+                             b"connection: upgrade\r\n\r\n")
+                while True:
+                    c.more()
             if path.endswith("/upgrade"):
                 sock.sendall(b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\n"
                              b"connection: upgrade\r\n\r\n")
