@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """A client with no proxy settings, for capture tests (standard library only, any uid).
-  http URL [N]            N GETs (default 1) on fresh connections; prints one JSON line per
-                          answer: {"status": ..., "body": ...} or {"error": ...}
+  http URL [N] [HOST]     N GETs (default 1) on fresh connections (Host: HOST, default the
+                          URL's); prints one JSON line per answer: {"status": ..., "body":
+                          ...} or {"error": ...}
   tcp HOST PORT DATA      sends DATA (\\xNN escapes allowed), prints what comes back
 """
 import json
@@ -10,13 +11,13 @@ import sys
 import urllib.parse
 
 
-def http_get(url):
+def http_get(url, host=None):
     u = urllib.parse.urlsplit(url)
     port = u.port or 80
     s = socket.create_connection((u.hostname, port), timeout=10)
     try:
         path = (u.path or "/") + ("?" + u.query if u.query else "")
-        s.sendall(f"GET {path} HTTP/1.1\r\nHost: {u.netloc}\r\nConnection: close\r\n\r\n".encode())
+        s.sendall(f"GET {path} HTTP/1.1\r\nHost: {host or u.netloc}\r\nConnection: close\r\n\r\n".encode())
         data = b""
         while True:
             d = s.recv(65536)
@@ -38,9 +39,10 @@ def http_get(url):
 def main():
     if sys.argv[1] == "http":
         n = int(sys.argv[3]) if len(sys.argv) > 3 else 1
+        host = sys.argv[4] if len(sys.argv) > 4 else None
         for _ in range(n):
             try:
-                print(json.dumps(http_get(sys.argv[2])), flush=True)
+                print(json.dumps(http_get(sys.argv[2], host)), flush=True)
             except OSError as e:
                 print(json.dumps({"error": str(e)}), flush=True)
         return

@@ -47,7 +47,7 @@ def check(name, cond, detail=""):
         print(f"FAIL {name}\n     {str(detail)[:2000]}")
 
 
-def snapshot(registry_only=False):
+def snapshot(registry_only=False, host_routed=False):
     def cluster(name, service, port, **extra):
         return {"name": name, "service": service, "port": port, "serviceName": service.split(".")[0],
                 "serviceNamespace": "shop", **extra}
@@ -55,7 +55,7 @@ def snapshot(registry_only=False):
     def eps(name, port):
         return {"clusterName": name, "endpoints": [{"address": BACKEND, "port": port,
                                                      "healthy": True, "pod": "shop/backend-1"}]}
-    return {
+    snap = {
         "listeners": [
             {"name": "virtualOutbound", "address": "0.0.0.0", "port": 15001,
              "routeTable": "outbound", "capture": "CAPTURE_OUTBOUND",
@@ -88,6 +88,24 @@ def snapshot(registry_only=False):
              "originalDestination": True, "sourceAddress": "127.0.0.6"}],
         "endpoints": [eps(CATALOG, 8080), eps(ECHO, 5000), eps(MIXED, 7000)],
     }
+    if host_routed:
+        # Port 9000 as a ServiceEntry host without addresses makes it (the translator's
+        # output): HTTP there is routed by Host whatever the address; a Host nothing serves
+        # passes through (allow_any) or gets 502 (block_all).
+        fallback = "block_all" if registry_only else "allow_any"
+        out = snap["listeners"][0]
+        out["hostRoutedPorts"] = [9000]
+        out["fallbackRouteTable"] = fallback
+        snap["routeTables"][0]["virtualHosts"].append(
+            {"name": "ext.example.com:9000", "domains": ["ext.example.com:9000", "ext.example.com"],
+             "routes": [{"route": {"clusters": [{"cluster": CATALOG, "weight": 1}]}}]})
+        route = ({"directResponse": {"status": 502}} if registry_only else
+                 {"route": {"clusters": [{"cluster": "PassthroughCluster", "weight": 100}]}})
+        snap["routeTables"].append({"name": fallback, "virtualHosts": [
+            {"name": fallback, "domains": ["*"], "routes": [{"name": fallback, **route}]}]})
+        snap["clusters"].insert(0, {"name": "PassthroughCluster", "service": "PassthroughCluster",
+                                    "originalDestination": True})
+    return snap
 
 
 def client(pod, *args, uid=APP_UID):
@@ -260,6 +278,31 @@ def t_capture(backend_flag, full):
               bool(refused) and stats(app).get("capture_refused_total", 0) >= 1, stats(app))
         r = client(app, "http", f"http://{SVC_CATALOG}/still")
         check("REGISTRY_ONLY: Services still work", r and r[0].get("status") == 200, r)
+        # Host-routed port 9000 (a ServiceEntry host without addresses), ALLOW_ANY and
+        # REGISTRY_ONLY: the address the client connected to does not matter, its Host does.
+        for registry_only in (False, True):
+            mode = "REGISTRY_ONLY" if registry_only else "ALLOW_ANY"
+            with open(snap, "w") as f:
+                json.dump(snapshot(registry_only=registry_only, host_routed=True), f)
+            proxy.send_signal(signal.SIGHUP)
+
+            def routed():
+                r = client(app, "http", f"http://{BACKEND}:9000/ext", "1", "ext.example.com")
+                body = json.loads(r[0]["body"]) if r and r[0].get("status") == 200 else {}
+                return body if body.get("server") == "catalog-v1" else None
+            body = wait_until(routed, timeout=20)
+            check(f"host routed ({mode}): HTTP to any address on the port, Host ext.example.com "
+                  "-> the host's cluster (routed, headers added)",
+                  bool(body) and "x-request-id" in body.get("headers", {}), body)
+            r = client(app, "http", f"http://{BACKEND}:9000/other", "1", "other.example")
+            if registry_only:
+                check("host routed (REGISTRY_ONLY): a Host nothing serves -> 502 (block_all)",
+                      r and r[0].get("status") == 502, r)
+            else:
+                other = json.loads(r[0]["body"]) if r and r[0].get("status") == 200 else {}
+                check("host routed (ALLOW_ANY): a Host nothing serves -> passed through to the "
+                      "address the client connected to (allow_any)", other.get("server") ==
+                      "outside", r)
         cleanup = app.run(os.path.join(ARGS.bin_dir, "proxy/skiff-init"),
                           f"--iptables-backend={backend_flag}", "--cleanup")
         after = app.run(f"iptables-{backend_flag}-save", "-t", "nat").stdout
