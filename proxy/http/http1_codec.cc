@@ -353,9 +353,10 @@ void Http1ServerCodec::ResetStream() {
   }
   // The connection ends (HTTP/1 has no other way to say a response broke off): a client
   // sees a body shorter than its length or without its last chunk; one that only the
-  // close delimits gets a reset instead of the close that would make it look whole.
+  // close delimits gets a reset instead of the close that would make it look whole. (A
+  // tunnel that ends, a websocket's, closes in order: its last bytes are delivered.)
   close_ = true;
-  abort_ = abort_ || response_ == Response::kUntilClose;
+  abort_ = abort_ || (response_ == Response::kUntilClose && request_ != Request::kTunnel);
   FinishStream();
   callbacks_.OnOutput();  // nothing else may come to flush and close it
 }

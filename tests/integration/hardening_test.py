@@ -517,6 +517,26 @@ def t_connect_and_upgrade(h):
         s.close()
         check("upgrade: websocket asked by the client -> 101 relayed, then a byte tunnel both ways",
               ok and echoed.endswith(b"echo:ping-1"), (st, hd, echoed))
+        # The upstream ends the tunnel: its last bytes arrive, then an orderly close.
+        s = raw(p.port, b"GET /upgrade-bye HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\n"
+                        b"Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
+                        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+        s.settimeout(10)
+        got, ended = b"", None
+        try:
+            while True:
+                d = s.recv(65536)
+                if not d:
+                    ended = "eof"
+                    break
+                got += d
+        except ConnectionResetError:
+            ended = "reset"
+        except socket.timeout:
+            ended = "still open"
+        s.close()
+        check("upgrade: a tunnel the upstream ends delivers its last bytes, then closes in order",
+              ended == "eof" and got.endswith(b"\r\n\r\nbye"), (ended, got[-200:]))
     finally:
         p.stop()
 

@@ -12,6 +12,7 @@ Paths (matched at the end of the path, so /any/prefix/drop works; the query is i
   /cut-chunked  answer 200 chunked with one chunk and no last chunk, then close
   /big       answer 200 with a 16 MiB body of "0123456789abcdef" repeated (keep-alive)
   /upgrade-bare, /upgrade-h2c  answer 101 without an Upgrade field, or with "h2c"
+  /upgrade-bye  answer 101 (websocket) and "bye" in the tunnel, then close
   /upgrade   answer 101 Switching Protocols (websocket), whatever the request asked, then
              echo every byte back, prefixed "echo:"
   anything else: 200 with a JSON body {"path", "head", "body"} of what arrived (keep-alive)
@@ -146,6 +147,10 @@ def serve(sock):
                              b"connection: upgrade\r\n\r\n")
                 while True:
                     c.more()
+            if path.endswith("/upgrade-bye"):
+                sock.sendall(b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\n"
+                             b"connection: upgrade\r\n\r\nbye")
+                return
             if path.endswith("/upgrade"):
                 sock.sendall(b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\n"
                              b"connection: upgrade\r\n\r\n")
