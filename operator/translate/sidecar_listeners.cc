@@ -88,10 +88,9 @@ void Builder::BuildSidecar() {
     }
   }
   auto* vhosts = table->mutable_virtual_hosts();
-  // Captured: HTTP ports of hosts that have no address (ServiceEntries without addresses,
-  // VirtualService hosts that are no Service; not headless Services, whose pods' addresses
-  // are their own) are routed by Host whatever address the client connected to, as
-  // Istio's 0.0.0.0:<port> listeners.
+  // Captured: HTTP ports of ServiceEntry hosts that have no address (not headless
+  // Services, whose pods' addresses are their own) are routed by Host whatever address the client
+  // connected to, as Istio's 0.0.0.0:<port> listeners.
   std::set<uint32_t> host_routed;
   for (const auto& entry : index_.services) {
     const std::string& fqdn = entry.fqdn;
@@ -177,7 +176,6 @@ void Builder::BuildSidecar() {
     vh->add_domains(fqdn);
     vh->add_domains(fqdn + ":80");
     AppendRoutes(*vs_obj, "mesh", 0, 80, vh);
-    host_routed.insert(80);
   }
   SortByName(vhosts);  // duplicates go after BuildClusters (see Build)
   if (group_.capture && !host_routed.empty()) {
@@ -206,6 +204,7 @@ void Builder::BuildSidecar() {
       c->set_name(kPassthroughCluster);
       c->set_service(kPassthroughCluster);
       c->set_original_destination(true);
+      c->set_protocol(v1::Cluster::USE_DOWNSTREAM);  // h2c stays h2c, as Istio's
     }
   }
 }

@@ -2,6 +2,7 @@
 // Secret of the Gateway's namespace, or files on the proxy's disk), a DestinationRule's
 // TLS to the upstream, and the Secrets they name, sent only in the snapshots of proxies
 // whose listeners or clusters use them.
+#include "common/strings.h"
 #include "operator/translate/builder.h"
 
 namespace skiff::translate {
@@ -151,7 +152,9 @@ void Builder::ApplyClientTls(const api::ClientTLSSettings* tls, std::string_view
   // name to send (the CA is still checked).
   if (!tls->sni.empty()) {
     out->set_sni(tls->sni);
-  } else if (host.find('*') == std::string_view::npos) {
+  } else if (host.find('*') == std::string_view::npos && !EndsWith(host, ".svc.cluster.local")) {
+    // (Not a Kubernetes Service's FQDN: its clients name it by short names, which Istio's
+    // auto SNI would send, and its certificate may not carry the FQDN.)
     out->set_sni(host.data(), host.size());
   }
   for (const auto& s : tls->subject_alt_names) {

@@ -220,7 +220,13 @@ spec:
     group.namespace_ = "shop";
     group.capture = true;
     std::string error;
-    auto cfg = skiff::proxy::Config::Build(translator.Build(group), {}, 1, &error,
+    auto snap = translator.Build(group);
+    for (const auto& c : snap.clusters()) {
+      if (c.name() == "PassthroughCluster") {
+        CHECK(c.protocol() == skiff::v1::Cluster::USE_DOWNSTREAM);  // h2c passes as h2c
+      }
+    }
+    auto cfg = skiff::proxy::Config::Build(std::move(snap), {}, 1, &error,
                                            /*strict_references=*/false, /*allow_dns_names=*/true);
     INFO(error);
     REQUIRE(cfg != nullptr);
